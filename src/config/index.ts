@@ -1,0 +1,292 @@
+// Typed configuration: built-in defaults, then a JSON file, then environment overrides
+// (SPEC 2.2). Every mistake found becomes one sentence; all are reported together.
+import { readFileSync, accessSync, constants } from 'node:fs';
+import path from 'node:path';
+import net from 'node:net';
+
+export interface SmtpConfig {
+  host: string;
+  port: number;
+  /** Simultaneous SMTP connections; further ones get 421. */
+  maxClients: number;
+  /** Recipients per message; further ones get 452 4.5.3. */
+  maxRecipients: number;
+  /** Longest SMTP command line accepted, in bytes. */
+  maxLineLength: number;
+  /** Idle time before a connection is closed, in ms. */
+  idleTimeoutMs: number;
+  /** Pause before the 220 greeting to catch early talkers (smtp-server's is 100 ms). */
+  greetingDelayMs: number;
+  /** PEM files for STARTTLS; made by `kzymy-server init`. */
+  tlsKeyFile: string;
+  tlsCertFile: string;
+}
+
+export interface WebConfig {
+  host: string;
+  port: number;
+}
+
+export interface TorConfig {
+  /** Run tor as a child process with its own DataDirectory. */
+  manage: boolean;
+  /** tor executable used when manage is on. */
+  binary: string;
+  /** Where tor writes (managed) or has written (system tor) the onion hostname. */
+  hostnameFile: string;
+  /** DataDirectory of the managed tor. */
+  dataDir: string;
+  /** Extra torrc lines for the managed tor (tests use this for a private network). */
+  extraConfig: string[];
+}
+
+export interface LimitsConfig {
+  maxMessageBytes: number;
+  quotaBytes: number;
+  minFreeBytes: number;
+  retentionDays: number;
+  /** Messages up to this size are encrypted from memory; larger ones stream chunk by chunk. */
+  memoryBufferBytes: number;
+}
+
+export interface Config {
+  domain: string;
+  dataDir: string;
+  maildirRoot: string;
+  /** Username that receives postmaster@DOMAIN; null refuses it at RCPT. */
+  postmaster: string | null;
+  smtp: SmtpConfig;
+  web: WebConfig;
+  tor: TorConfig;
+  limits: LimitsConfig;
+  log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  /** Where the configuration came from, for `check`. */
+  source: { file: string | null };
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`The configuration has ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n- ${problems.join('\n- ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const MiB = 1024 * 1024;
+
+/** True if an executable named `name` is on PATH. */
+export function onPath(name: string, envPath = process.env.PATH ?? ''): boolean {
+  for (const dir of envPath.split(path.delimiter)) {
+    if (!dir) continue;
+    try {
+      accessSync(path.join(dir, name), constants.X_OK);
+      return true;
+    } catch {
+      // keep looking
+    }
+  }
+  return false;
+}
+
+/** Loopback: 127.0.0.0/8, ::1 or the name localhost. */
+export function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (net.isIPv4(host)) return host.startsWith('127.');
+  if (net.isIPv6(host)) return host === '::1' || host === '0:0:0:0:0:0:0:1';
+  return false;
+}
+
+type Json = Record<string, unknown>;
+
+const KNOWN: Record<string, string[] | null> = {
+  domain: null,
+  dataDir: null,
+  maildirRoot: null,
+  postmaster: null,
+  smtp: ['host', 'port', 'maxClients', 'maxRecipients', 'maxLineLength', 'idleTimeoutMs', 'greetingDelayMs', 'tlsKeyFile', 'tlsCertFile'],
+  web: ['host', 'port'],
+  tor: ['manage', 'binary', 'hostnameFile', 'dataDir', 'extraConfig'],
+  limits: ['maxMessageBytes', 'quotaBytes', 'minFreeBytes', 'retentionDays', 'memoryBufferBytes'],
+  log: ['level'],
+};
+
+export interface LoadOptions {
+  /** JSON file; else $KZYMY_CONFIG; else built-in defaults only. */
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Base for relative default paths (the checkout); defaults to the working directory. */
+  cwd?: string;
+}
+
+/** Builds the configuration or throws ConfigError listing every problem found. */
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const env = opts.env ?? process.env;
+  const cwd = opts.cwd ?? process.cwd();
+  const problems: string[] = [];
+  const file = opts.file ?? (env.KZYMY_CONFIG || undefined);
+
+  let fromFile: Json = {};
+  let fileBase = cwd;
+  if (file) {
+    const abs = path.resolve(cwd, file);
+    fileBase = path.dirname(abs);
+    try {
+      const parsed: unknown = JSON.parse(readFileSync(abs, 'utf8'));
+      if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
+        problems.push(`The configuration file ${abs} must hold one JSON object.`);
+      } else {
+        fromFile = parsed as Json;
+      }
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'ENOENT') problems.push(`The configuration file ${abs} does not exist.`);
+      else if (e instanceof SyntaxError) problems.push(`The configuration file ${abs} is not valid JSON: ${e.message}.`);
+      else problems.push(`The configuration file ${abs} cannot be read (${e.code ?? e.message}).`);
+    }
+  }
+
+  for (const [key, value] of Object.entries(fromFile)) {
+    if (!(key in KNOWN)) {
+      problems.push(`Unknown setting "${key}" in the configuration file.`);
+      continue;
+    }
+    const sub = KNOWN[key];
+    if (sub) {
+      if (!value || typeof value !== 'object' || Array.isArray(value)) {
+        problems.push(`The setting "${key}" must be an object.`);
+        continue;
+      }
+      for (const k of Object.keys(value as Json)) {
+        if (!sub.includes(k)) problems.push(`Unknown setting "${key}.${k}" in the configuration file.`);
+      }
+    }
+  }
+
+  const section = (name: string): Json => {
+    const v = fromFile[name];
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Json) : {};
+  };
+
+  const str = (where: string, v: unknown, dflt: string): string => {
+    if (v === undefined) return dflt;
+    if (typeof v !== 'string' || v.trim() === '') {
+      problems.push(`The setting "${where}" must be a non-empty string.`);
+      return dflt;
+    }
+    return v;
+  };
+  const int = (where: string, v: unknown, dflt: number, min: number, max = Number.MAX_SAFE_INTEGER): number => {
+    if (v === undefined) return dflt;
+    const n = typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
+      problems.push(`The setting "${where}" must be a whole number from ${min} to ${max}; it is ${JSON.stringify(v)}.`);
+      return dflt;
+    }
+    return n;
+  };
+  const bool = (where: string, v: unknown, dflt: boolean): boolean => {
+    if (v === undefined) return dflt;
+    if (v === true || v === 1 || v === '1' || v === 'true') return true;
+    if (v === false || v === 0 || v === '0' || v === 'false') return false;
+    problems.push(`The setting "${where}" must be true or false (1 or 0 in the environment); it is ${JSON.stringify(v)}.`);
+    return dflt;
+  };
+  // Relative paths in the file are relative to the file; in the environment, to the working directory.
+  const filePath = (where: string, v: unknown, dflt: string): string => {
+    if (v === undefined) return dflt;
+    return path.resolve(fileBase, str(where, v, dflt));
+  };
+  const envPath = (v: string | undefined, current: string): string => (v ? path.resolve(cwd, v) : current);
+
+  const smtpF = section('smtp');
+  const webF = section('web');
+  const torF = section('tor');
+  const limF = section('limits');
+  const logF = section('log');
+
+  let domain = str('domain', fromFile.domain, 'kzymy.localhost');
+  if (env.KZYMY_DOMAIN) domain = env.KZYMY_DOMAIN;
+  domain = domain.toLowerCase().replace(/\.$/, '');
+  if (!/^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(domain)) {
+    problems.push(`The mail domain "${domain}" is not a valid DNS name.`);
+  }
+
+  const dataDir = envPath(env.KZYMY_DATA_DIR, filePath('dataDir', fromFile.dataDir, path.resolve(cwd, 'data')));
+  const maildirRoot = envPath(env.KZYMY_MAILDIR_ROOT, filePath('maildirRoot', fromFile.maildirRoot, path.resolve(cwd, 'maildirs')));
+
+  let postmaster: string | null = null;
+  if (fromFile.postmaster !== undefined && fromFile.postmaster !== null) {
+    postmaster = str('postmaster', fromFile.postmaster, '');
+    if (postmaster && !/^[a-z][a-z0-9]{1,62}$/.test(postmaster)) problems.push(`The setting "postmaster" must name a kzymy username.`);
+  }
+  if (env.KZYMY_POSTMASTER !== undefined) postmaster = env.KZYMY_POSTMASTER || null;
+
+  const smtp: SmtpConfig = {
+    host: env.KZYMY_SMTP_HOST || str('smtp.host', smtpF.host, '0.0.0.0'),
+    port: int('smtp.port', env.KZYMY_SMTP_PORT ?? smtpF.port, 2525, 0, 65535),
+    maxClients: int('smtp.maxClients', smtpF.maxClients, 200, 1),
+    maxRecipients: int('smtp.maxRecipients', smtpF.maxRecipients, 100, 1),
+    maxLineLength: int('smtp.maxLineLength', smtpF.maxLineLength, 4096, 512),
+    idleTimeoutMs: int('smtp.idleTimeoutMs', smtpF.idleTimeoutMs, 300_000, 1000),
+    greetingDelayMs: int('smtp.greetingDelayMs', smtpF.greetingDelayMs, 0, 0, 60_000),
+    tlsKeyFile: filePath('smtp.tlsKeyFile', smtpF.tlsKeyFile, path.join(dataDir, 'tls', 'key.pem')),
+    tlsCertFile: filePath('smtp.tlsCertFile', smtpF.tlsCertFile, path.join(dataDir, 'tls', 'cert.pem')),
+  };
+  if (smtp.host && net.isIP(smtp.host) === 0 && smtp.host !== 'localhost') {
+    problems.push(`The SMTP host "${smtp.host}" must be an IP address to listen on.`);
+  }
+
+  const web: WebConfig = {
+    host: env.KZYMY_WEB_HOST || str('web.host', webF.host, '127.0.0.1'),
+    port: int('web.port', env.KZYMY_WEB_PORT ?? webF.port, 8080, 0, 65535),
+  };
+  if (!isLoopbackHost(web.host)) {
+    problems.push(
+      `The web listener must stay on loopback (127.0.0.1 or ::1) so that it is reachable only through the onion service; "${web.host}" is not.`,
+    );
+  }
+
+  const envPATH = env.PATH ?? process.env.PATH ?? '';
+  const torBinary = str('tor.binary', torF.binary, 'tor');
+  const torDataDir = filePath('tor.dataDir', torF.dataDir, path.join(dataDir, 'tor'));
+  let extraConfig: string[] = [];
+  if (torF.extraConfig !== undefined) {
+    if (!Array.isArray(torF.extraConfig) || !torF.extraConfig.every((l) => typeof l === 'string' && !/[\r\n]/.test(l))) {
+      problems.push(`The setting "tor.extraConfig" must be a list of single torrc lines.`);
+    } else extraConfig = torF.extraConfig as string[];
+  }
+  const tor: TorConfig = {
+    manage: bool('tor.manage', env.KZYMY_TOR_MANAGE ?? torF.manage, onPath(torBinary, envPATH) || torBinary.includes('/')),
+    binary: torBinary,
+    dataDir: torDataDir,
+    hostnameFile: envPath(env.KZYMY_TOR_HOSTNAME_FILE, filePath('tor.hostnameFile', torF.hostnameFile, path.join(torDataDir, 'onion', 'hostname'))),
+    extraConfig,
+  };
+
+  const limits: LimitsConfig = {
+    maxMessageBytes: int('limits.maxMessageBytes', limF.maxMessageBytes, 25 * MiB, 1024),
+    quotaBytes: int('limits.quotaBytes', limF.quotaBytes, 100 * MiB, 1024),
+    minFreeBytes: int('limits.minFreeBytes', limF.minFreeBytes, 512 * MiB, 0),
+    retentionDays: int('limits.retentionDays', limF.retentionDays, 30, 1, 3650),
+    memoryBufferBytes: int('limits.memoryBufferBytes', limF.memoryBufferBytes, 1 * MiB, 0, 64 * MiB),
+  };
+
+  const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+  const levelRaw = env.KZYMY_LOG_LEVEL || str('log.level', logF.level, 'info');
+  let level: Config['log']['level'] = 'info';
+  if ((levels as readonly string[]).includes(levelRaw)) level = levelRaw as Config['log']['level'];
+  else problems.push(`The log level "${levelRaw}" is not one of ${levels.join(', ')}.`);
+
+  if (problems.length) throw new ConfigError(problems);
+  return {
+    domain,
+    dataDir,
+    maildirRoot,
+    postmaster,
+    smtp,
+    web,
+    tor,
+    limits,
+    log: { level },
+    source: { file: file ? path.resolve(cwd, file) : null },
+  };
+}
