@@ -1,0 +1,464 @@
+// The Maildir store: root/USERNAME/{tmp,new,cur} per qmail's maildir(5), files 0600,
+// folders 0700 (SPEC 2.4). This is kzymy's own code: the `maildir-tools` package named
+// in the original design card does not exist on npm (SPEC section 6).
+//
+// deliver() writes tmp/NAME (O_EXCL, 0600), fsyncs it, renames it to new/NAME,S=SIZE
+// and fsyncs new/; it resolves only then, so the SMTP layer may answer 250 (promise 4).
+import { constants as fsc, type Dirent } from 'node:fs';
+import { chmod, lstat, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { DirSyncer } from './dirsync.js';
+import { MaildirError, type MessageInfo, type Usage } from './errors.js';
+import { baseOf, isValidId, isValidUsername, nameWithSize, sizeFromName, timeFromName, uniqueName } from './names.js';
+
+const DIR_MODE = 0o700;
+const FILE_MODE = 0o600;
+const SUBDIRS = ['tmp', 'new', 'cur'] as const;
+const MESSAGE_DIRS = ['new', 'cur'] as const;
+type MessageDir = (typeof MESSAGE_DIRS)[number];
+
+export interface MaildirStoreOptions {
+  /** How long a usage() scan is trusted before the folder is read again (default 30 s). */
+  usageTtlMs?: number;
+  /** Clock for the usage cache, in ms (tests pass a fake one). */
+  now?: () => number;
+}
+
+/** What the store knows of one message on disk. */
+interface Entry {
+  id: string;
+  dir: MessageDir;
+  size: number;
+  receivedAt: number;
+}
+
+/** Cached usage of one user's maildir, kept up to date by deliver/remove. */
+interface UsageCache {
+  count: number;
+  bytes: number;
+  oldest: number | null;
+  scannedAt: number;
+}
+
+/**
+ * Changes made by this process while a usage scan of the same user is reading the
+ * folders: the scan may or may not have seen them, so they are reconciled by base name
+ * when it ends instead of being lost or counted twice.
+ */
+interface ScanInFlight {
+  promise: Promise<UsageCache>;
+  added: Map<string, { size: number; receivedAt: number }>;
+  removed: Set<string>;
+}
+
+function badUser(): MaildirError {
+  return new MaildirError(
+    'bad-user',
+    'The username must be 1 to 63 lowercase letters, digits or hyphens, starting with a letter or digit.',
+  );
+}
+
+function badId(): MaildirError {
+  return new MaildirError('bad-id', 'The message id is not valid.');
+}
+
+function notFound(): MaildirError {
+  return new MaildirError('not-found', 'There is no such message in this mailbox.');
+}
+
+function errno(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | null)?.code;
+}
+
+async function ignoreMissing<T>(p: Promise<T>): Promise<T | undefined> {
+  try {
+    return await p;
+  } catch (err) {
+    if (errno(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** readdir with file types; a missing folder reads as empty. */
+async function readdirOrEmpty(dir: string): Promise<Dirent[]> {
+  return (await ignoreMissing(readdir(dir, { withFileTypes: true }))) ?? [];
+}
+
+/** mkdir with an explicit chmod (mkdir's mode is cut by the umask); true if created. */
+async function mkdirMode(dir: string): Promise<boolean> {
+  try {
+    await mkdir(dir, { mode: DIR_MODE });
+  } catch (err) {
+    if (errno(err) !== 'EEXIST') throw err;
+    // Something is there already: fine if it is a folder, an error otherwise.
+    if (!(await lstat(dir)).isDirectory()) {
+      throw Object.assign(new Error(`not a directory: ${dir}`), { code: 'ENOTDIR' });
+    }
+    return false;
+  }
+  await chmod(dir, DIR_MODE);
+  return true;
+}
+
+export class MaildirStore {
+  private readonly usageTtlMs: number;
+  private readonly now: () => number;
+  /** Users whose folders this process has made or checked: deliver skips the mkdirs. */
+  private readonly ready = new Map<string, Promise<void>>();
+  private readonly syncers = new Map<string, DirSyncer>();
+  private readonly usageCache = new Map<string, UsageCache>();
+  private readonly scans = new Map<string, ScanInFlight>();
+
+  constructor(
+    readonly root: string,
+    options: MaildirStoreOptions = {},
+  ) {
+    this.usageTtlMs = options.usageTtlMs ?? 30_000;
+    this.now = options.now ?? Date.now;
+  }
+
+  static isValidId(id: string): boolean {
+    return isValidId(id);
+  }
+
+  static isValidUsername(user: string): boolean {
+    return isValidUsername(user);
+  }
+
+  /** root/USERNAME; throws 'bad-user' before any path is built from a bad name. */
+  userDir(user: string): string {
+    if (!isValidUsername(user)) throw badUser();
+    return path.join(this.root, user);
+  }
+
+  /** Creates root (not its parents), root/USER and its tmp/new/cur, mode 0700, durably. */
+  async ensureUser(user: string): Promise<void> {
+    const dir = this.userDir(user);
+    let pending = this.ready.get(user);
+    if (!pending) {
+      pending = this.makeUser(dir);
+      this.ready.set(user, pending);
+      // A failed attempt is forgotten so that the next call tries again.
+      pending.catch(() => {
+        if (this.ready.get(user) === pending) this.ready.delete(user);
+      });
+    }
+    await pending;
+  }
+
+  private async makeUser(dir: string): Promise<void> {
+    const madeRoot = await mkdirMode(this.root);
+    const madeUser = await mkdirMode(dir);
+    let madeSub = false;
+    for (const sub of SUBDIRS) madeSub = (await mkdirMode(path.join(dir, sub))) || madeSub;
+    // New folder entries must survive a crash too, or new/ (and the mail in it) could vanish.
+    if (madeSub) await this.syncer(dir).sync();
+    if (madeUser) await this.syncer(this.root).sync();
+    if (madeRoot) await this.syncer(path.dirname(this.root)).sync();
+  }
+
+  private syncer(dir: string): DirSyncer {
+    let s = this.syncers.get(dir);
+    if (!s) {
+      s = new DirSyncer(dir);
+      this.syncers.set(dir, s);
+    }
+    return s;
+  }
+
+  /** Opens tmp/NAME exclusively; if the user's folders vanished (another process), remakes them once. */
+  private async openTmp(user: string, tmpPath: string): Promise<FileHandle> {
+    try {
+      return await open(tmpPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, FILE_MODE);
+    } catch (err) {
+      if (errno(err) !== 'ENOENT') throw err;
+      this.ready.delete(user);
+      await this.ensureUser(user);
+      return await open(tmpPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, FILE_MODE);
+    }
+  }
+
+  /** Writes tmp/, fsyncs, renames into new/, fsyncs new/. Resolves only when durable; on failure no file remains. */
+  async deliver(user: string, content: Uint8Array | Readable | AsyncIterable<Uint8Array>): Promise<MessageInfo> {
+    const dir = this.userDir(user);
+    await this.ensureUser(user);
+    const receivedAtMs = performance.timeOrigin + performance.now();
+    const unique = uniqueName(receivedAtMs);
+    const tmpPath = path.join(dir, 'tmp', unique);
+    const fh = await this.openTmp(user, tmpPath);
+    let closed = false;
+    let newPath: string | null = null;
+    try {
+      await fh.chmod(FILE_MODE); // explicit: open()'s mode is cut by the umask
+      let size: number;
+      if (content instanceof Uint8Array) {
+        await fh.writeFile(content);
+        size = content.byteLength;
+      } else {
+        // pipeline gives backpressure and destroys the source on error. autoClose is
+        // off so the descriptor stays ours for the fsync below.
+        const ws = fh.createWriteStream({ autoClose: false, highWaterMark: 64 * 1024 });
+        await pipeline(content, ws);
+        size = ws.bytesWritten;
+      }
+      await fh.sync();
+      closed = true;
+      await fh.close();
+      const id = nameWithSize(unique, size);
+      newPath = path.join(dir, 'new', id);
+      await rename(tmpPath, newPath);
+      await this.syncer(path.join(dir, 'new')).sync();
+      const receivedAt = timeFromName(unique) ?? Math.floor(receivedAtMs);
+      this.noteAdded(user, id, size, receivedAt);
+      return { id, size, receivedAt: new Date(receivedAt) };
+    } catch (err) {
+      if (!closed) await fh.close().catch(() => undefined);
+      await unlink(tmpPath).catch(() => undefined);
+      // Renamed but not known to be durable: take it back, the sender will retry.
+      if (newPath !== null) await unlink(newPath).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Messages in new/ and cur/, oldest first. Files whose names are no valid id are left out. */
+  async list(user: string): Promise<MessageInfo[]> {
+    const entries = await this.scan(this.userDir(user));
+    return entries
+      .filter((e) => isValidId(e.id))
+      .sort((a, b) => a.receivedAt - b.receivedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+      .map((e) => ({ id: e.id, size: e.size, receivedAt: new Date(e.receivedAt) }));
+  }
+
+  async read(user: string, id: string): Promise<{ info: MessageInfo; stream: Readable }> {
+    const dir = this.userDir(user);
+    if (!isValidId(id)) throw badId();
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const found = await this.locate(dir, id);
+      if (!found) break;
+      let fh: FileHandle;
+      try {
+        fh = await open(path.join(dir, found.dir, found.id), 'r');
+      } catch (err) {
+        // Moved or removed between locate and open: look once more.
+        if (errno(err) === 'ENOENT') continue;
+        throw err;
+      }
+      try {
+        const st = await fh.stat();
+        if (!st.isFile()) throw notFound();
+        const receivedAt = timeFromName(found.id) ?? st.mtimeMs;
+        const info = { id: found.id, size: st.size, receivedAt: new Date(Math.floor(receivedAt)) };
+        return { info, stream: fh.createReadStream() };
+      } catch (err) {
+        await fh.close().catch(() => undefined);
+        throw err;
+      }
+    }
+    throw notFound();
+  }
+
+  async remove(user: string, id: string): Promise<void> {
+    const dir = this.userDir(user);
+    if (!isValidId(id)) throw badId();
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const found = await this.locate(dir, id);
+      if (!found) break;
+      const file = path.join(dir, found.dir, found.id);
+      // Size and time are needed for the usage cache when the name does not carry them.
+      const size = sizeFromName(found.id);
+      const time = timeFromName(found.id);
+      const st = size === null || time === null ? await ignoreMissing(lstat(file)) : undefined;
+      try {
+        await unlink(file);
+      } catch (err) {
+        if (errno(err) === 'ENOENT') continue;
+        throw err;
+      }
+      await this.syncer(path.join(dir, found.dir)).sync();
+      this.noteRemoved(user, found.id, size ?? st?.size ?? 0, time ?? st?.mtimeMs ?? 0);
+      return;
+    }
+    throw notFound();
+  }
+
+  async usage(user: string): Promise<Usage> {
+    const dir = this.userDir(user);
+    let cached = this.usageCache.get(user);
+    if (!cached || this.now() - cached.scannedAt >= this.usageTtlMs) {
+      cached = await this.rescan(user, dir);
+    }
+    return {
+      count: cached.count,
+      bytes: cached.bytes,
+      oldest: cached.oldest === null ? null : new Date(Math.floor(cached.oldest)),
+    };
+  }
+
+  async removeUser(user: string): Promise<void> {
+    const dir = this.userDir(user);
+    this.ready.delete(user);
+    this.usageCache.delete(user);
+    for (const key of [...this.syncers.keys()]) {
+      if (key === dir || key.startsWith(dir + path.sep)) this.syncers.delete(key);
+    }
+    const existed = (await ignoreMissing(lstat(dir))) !== undefined;
+    await rm(dir, { recursive: true, force: true });
+    if (existed) await this.syncer(this.root).sync();
+  }
+
+  /** Folder names under root that are valid usernames. */
+  async listUsers(): Promise<string[]> {
+    const dirents = await readdirOrEmpty(this.root);
+    return dirents
+      .filter((d) => d.isDirectory() && isValidUsername(d.name))
+      .map((d) => d.name)
+      .sort();
+  }
+
+  /** Removes every file left in a tmp/ (call at start, before accepting mail). */
+  async cleanTmp(): Promise<number> {
+    let count = 0;
+    for (const user of await this.listUsers()) {
+      const tmp = path.join(this.root, user, 'tmp');
+      for (const d of await readdirOrEmpty(tmp)) {
+        if (d.isDirectory()) continue;
+        try {
+          await unlink(path.join(tmp, d.name));
+          count++;
+        } catch (err) {
+          if (errno(err) !== 'ENOENT') throw err;
+        }
+      }
+    }
+    return count;
+  }
+
+  /** Deletes messages received before `olderThan`. */
+  async purge(olderThan: Date): Promise<{ count: number; bytes: number }> {
+    const limit = olderThan.getTime();
+    let count = 0;
+    let bytes = 0;
+    for (const user of await this.listUsers()) {
+      const dir = path.join(this.root, user);
+      const touched = new Set<MessageDir>();
+      for (const e of await this.scan(dir)) {
+        if (e.receivedAt >= limit) continue;
+        try {
+          await unlink(path.join(dir, e.dir, e.id));
+        } catch (err) {
+          if (errno(err) === 'ENOENT') continue; // someone else removed it first
+          throw err;
+        }
+        touched.add(e.dir);
+        count++;
+        bytes += e.size;
+        this.noteRemoved(user, e.id, e.size, e.receivedAt);
+      }
+      for (const sub of touched) await this.syncer(path.join(dir, sub)).sync();
+    }
+    return { count, bytes };
+  }
+
+  /**
+   * Finds a message by id in new/ or cur/. When the exact name is gone, a file with the
+   * same base name is accepted: a MUA may have moved it to cur/ adding `:2,FLAGS`.
+   */
+  private async locate(dir: string, id: string): Promise<{ dir: MessageDir; id: string } | null> {
+    for (const sub of MESSAGE_DIRS) {
+      if (await ignoreMissing(lstat(path.join(dir, sub, id)))) return { dir: sub, id };
+    }
+    const base = baseOf(id);
+    for (const sub of MESSAGE_DIRS) {
+      for (const d of await readdirOrEmpty(path.join(dir, sub))) {
+        if (d.isFile() && baseOf(d.name) === base && isValidId(d.name)) return { dir: sub, id: d.name };
+      }
+    }
+    return null;
+  }
+
+  /** Every message file (non-dot, not a folder) in new/ and cur/ with its size and receipt time. */
+  private async scan(dir: string): Promise<Entry[]> {
+    const out: Entry[] = [];
+    for (const sub of MESSAGE_DIRS) {
+      const folder = path.join(dir, sub);
+      const found = await Promise.all(
+        (await readdirOrEmpty(folder))
+          .filter((d) => !d.name.startsWith('.') && !d.isDirectory())
+          .map(async (d): Promise<Entry | null> => {
+            let size = sizeFromName(d.name);
+            let receivedAt = timeFromName(d.name);
+            // Only names without `,S=` or a leading time cost a stat.
+            if (size === null || receivedAt === null) {
+              const st = await ignoreMissing(stat(path.join(folder, d.name)));
+              if (!st || !st.isFile()) return null;
+              size ??= st.size;
+              receivedAt ??= st.mtimeMs;
+            }
+            return { id: d.name, dir: sub, size, receivedAt };
+          }),
+      );
+      for (const e of found) if (e) out.push(e);
+    }
+    return out;
+  }
+
+  /** One scan per user at a time; changes made meanwhile are reconciled (see ScanInFlight). */
+  private rescan(user: string, dir: string): Promise<UsageCache> {
+    const inFlight = this.scans.get(user);
+    if (inFlight) return inFlight.promise;
+    const state: ScanInFlight = { promise: Promise.resolve(null as never), added: new Map(), removed: new Set() };
+    state.promise = (async () => {
+      try {
+        const scannedAt = this.now();
+        const byBase = new Map<string, { size: number; receivedAt: number }>();
+        for (const e of await this.scan(dir)) byBase.set(baseOf(e.id), e);
+        for (const [base, e] of state.added) byBase.set(base, e);
+        for (const base of state.removed) byBase.delete(base);
+        const cache: UsageCache = { count: 0, bytes: 0, oldest: null, scannedAt };
+        for (const e of byBase.values()) {
+          cache.count++;
+          cache.bytes += e.size;
+          if (cache.oldest === null || e.receivedAt < cache.oldest) cache.oldest = e.receivedAt;
+        }
+        this.usageCache.set(user, cache);
+        return cache;
+      } finally {
+        this.scans.delete(user);
+      }
+    })();
+    this.scans.set(user, state);
+    return state.promise;
+  }
+
+  private noteAdded(user: string, id: string, size: number, receivedAt: number): void {
+    const scan = this.scans.get(user);
+    if (scan) {
+      scan.added.set(baseOf(id), { size, receivedAt });
+      scan.removed.delete(baseOf(id));
+    }
+    const c = this.usageCache.get(user);
+    if (!c) return;
+    c.count++;
+    c.bytes += size;
+    if (c.oldest === null || receivedAt < c.oldest) c.oldest = receivedAt;
+  }
+
+  private noteRemoved(user: string, id: string, size: number, receivedAt: number): void {
+    const scan = this.scans.get(user);
+    if (scan) {
+      scan.removed.add(baseOf(id));
+      scan.added.delete(baseOf(id));
+    }
+    const c = this.usageCache.get(user);
+    if (!c) return;
+    if (c.oldest !== null && receivedAt <= c.oldest) {
+      // The next oldest is unknown without reading the folders: rescan on next usage().
+      this.usageCache.delete(user);
+      return;
+    }
+    c.count = Math.max(0, c.count - 1);
+    c.bytes = Math.max(0, c.bytes - size);
+  }
+}
