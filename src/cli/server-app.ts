@@ -1,0 +1,86 @@
+// `kzymy-server start`: the composition root. One process, two front doors (SMTP, web),
+// one registry, one Maildir store, and where configured a tor child it manages.
+import { mkdir, watch } from 'node:fs/promises';
+import path from 'node:path';
+import type { Config } from '../config/index.js';
+import type { Logger } from '../config/log.js';
+import { Registry } from '../registry/index.js';
+import { KeyCache } from '../pgp/index.js';
+import { MaildirStore } from '../maildir/index.js';
+import { startSmtp, errorName } from '../smtp/server.js';
+import { readOnionAddress, startManagedTor, type ManagedTor } from '../tor/index.js';
+
+const HOUR = 3600_000;
+
+export async function openStores(config: Config): Promise<{ registry: Registry; maildir: MaildirStore }> {
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  await mkdir(config.maildirRoot, { recursive: true, mode: 0o700 });
+  const registry = await Registry.open(config.dataDir);
+  const maildir = new MaildirStore(config.maildirRoot);
+  return { registry, maildir };
+}
+
+/** Applies retention: deletes unfetched mail older than limits.retentionDays. */
+export async function purge(config: Config, maildir: MaildirStore, now = new Date()): Promise<{ count: number; bytes: number }> {
+  return maildir.purge(new Date(now.getTime() - config.limits.retentionDays * 24 * HOUR));
+}
+
+export async function runServer(config: Config, logger: Logger): Promise<void> {
+  const { registry, maildir } = await openStores(config);
+  const keys = new KeyCache();
+  const stale = await maildir.cleanTmp();
+  if (stale) logger.info({ evt: 'tmp-cleaned', files: stale }, 'removed unfinished files left in tmp/ by an earlier run');
+
+  const smtp = await startSmtp({ config, registry, maildir, keys, logger });
+  let onion: string | null = null;
+  const web = null as { port: number; close(): Promise<void> } | null; // wired in with src/web
+  const webPort = config.web.port;
+  logger.info(
+    { evt: 'listening', smtp: { host: config.smtp.host, port: smtp.port }, web: web ? { host: config.web.host, port: webPort } : null },
+    'listening',
+  );
+
+  let tor: ManagedTor | null = null;
+  if (config.tor.manage && web) {
+    tor = await startManagedTor({ config: { ...config, web: { ...config.web, port: webPort } }, logger });
+    onion = tor.onionAddress;
+  } else if (!config.tor.manage) {
+    onion = await readOnionAddress(config.tor.hostnameFile).catch(() => null);
+  }
+  if (onion) logger.info({ evt: 'onion', onion }, `onion address: http://${onion}/`);
+
+  // Operator commands (`users disable` ...) run in another process: pick their changes up.
+  const watcher = new AbortController();
+  void (async () => {
+    try {
+      for await (const _ of watch(path.dirname(registry.file), { signal: watcher.signal })) await registry.reload();
+    } catch (err) {
+      if ((err as Error).name !== 'AbortError') logger.warn({ evt: 'registry-watch', err: errorName(err) });
+    }
+  })();
+
+  const retention = setInterval(() => {
+    purge(config, maildir).then(
+      (r) => r.count && logger.info({ evt: 'purged', count: r.count, bytes: r.bytes }),
+      (err) => logger.error({ evt: 'purge-failed', err: errorName(err) }),
+    );
+  }, HOUR);
+  retention.unref();
+  void purge(config, maildir).catch(() => undefined);
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ evt: 'stopping', signal });
+    clearInterval(retention);
+    watcher.abort();
+    await smtp.close();
+    await web?.close();
+    await tor?.stop();
+    logger.info({ evt: 'stopped' });
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/env node
+// kzymy-server: the operator's command line (SPEC 2.1). Thin: parses, loads the
+// configuration, calls into the modules, prints. Parsing is commander's.
+import { Command, CommanderError } from 'commander';
+import { loadConfig, type Config } from '../config/index.js';
+import { createLogger } from '../config/log.js';
+import { exitWith, UsageError } from './errors.js';
+import * as op from './operator.js';
+import { runServer } from './server-app.js';
+
+const PROG = 'kzymy-server';
+const out = (line: string): void => void process.stdout.write(line + "\n");
+
+const program = new Command(PROG)
+  .description('kzymy: a receive-only mail exchanger that encrypts every message to its recipient\'s OpenPGP key.')
+  .option('-c, --config <file>', 'JSON configuration file (else $KZYMY_CONFIG, else built-in defaults)')
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride();
+
+function config(cmd: Command): Config {
+  const { config: file } = cmd.optsWithGlobals<{ config?: string }>();
+  return loadConfig({ file });
+}
+
+program
+  .command('start')
+  .description('run the SMTP and web listeners (and the managed tor); logs JSON lines on stdout')
+  .action(async (_o, cmd: Command) => {
+    const cfg = config(cmd);
+    await runServer(cfg, createLogger(cfg.log.level));
+  });
+
+program
+  .command('init')
+  .description('create the data and maildir folders and a self-signed STARTTLS certificate; print what was made')
+  .action(async (_o, cmd: Command) => op.init(config(cmd), out));
+
+program
+  .command('check')
+  .description('validate the configuration; print ports, paths and the onion address; exit 1 on a problem')
+  .action(async (_o, cmd: Command) => {
+    const problems = await op.check(config(cmd), out);
+    if (problems.length) {
+      for (const p of problems) process.stderr.write(`${PROG}: ${p}\n`);
+      process.exit(1);
+    }
+    out('ok');
+  });
+
+const users = program.command('users').description("the operator's view of the registry (never message contents)");
+users
+  .command('list')
+  .description('every user: state, creation date, key, waiting messages')
+  .option('--json', 'one JSON array instead of a table')
+  .action(async (o: { json?: boolean }, cmd: Command) => op.usersList(config(cmd), out, Boolean(o.json)));
+users
+  .command('show')
+  .argument('<username>')
+  .description("one user's settings and waiting mail")
+  .action(async (u: string, _o, cmd: Command) => op.usersShow(config(cmd), u, out));
+users
+  .command('add')
+  .requiredOption('--key <file>', 'ASCII-armored or binary OpenPGP public key')
+  .description('register a key without the web flow; prints the new username alone on stdout')
+  .action(async (o: { key: string }, cmd: Command) => out(await op.usersAdd(config(cmd), o.key)));
+users
+  .command('disable')
+  .argument('<username>')
+  .description('refuse new mail for the user (550 5.1.1); keeps the account and its mail')
+  .action(async (u: string, _o, cmd: Command) => {
+    await op.usersSetDisabled(config(cmd), u, true);
+    out(`${u} disabled`);
+  });
+users
+  .command('enable')
+  .argument('<username>')
+  .description('accept mail for a disabled user again')
+  .action(async (u: string, _o, cmd: Command) => {
+    await op.usersSetDisabled(config(cmd), u, false);
+    out(`${u} enabled`);
+  });
+users
+  .command('delete')
+  .argument('<username>')
+  .option('--yes', 'confirm: the account and all its waiting mail are deleted')
+  .description('delete the account and its Maildir')
+  .action(async (u: string, o: { yes?: boolean }, cmd: Command) => {
+    if (!o.yes) throw new UsageError(`Deleting ${u} removes the account and all its waiting mail; add --yes to confirm.`);
+    await op.usersDelete(config(cmd), u);
+    out(`${u} deleted`);
+  });
+
+program
+  .command('purge')
+  .description('apply retention now: delete unfetched mail older than limits.retentionDays')
+  .action(async (_o, cmd: Command) => {
+    const r = await op.purgeNow(config(cmd));
+    out(`purged ${r.count} message${r.count === 1 ? '' : 's'} (${r.bytes} bytes)`);
+  });
+
+program
+  .command('stats')
+  .description('counts: users, waiting messages, bytes, oldest message age')
+  .option('--json', 'one JSON object')
+  .action(async (o: { json?: boolean }, cmd: Command) => {
+    const s = await op.stats(config(cmd));
+    if (o.json) return out(JSON.stringify(s));
+    out(`users            ${s.users} (${s.active} active, ${s.disabled} disabled)`);
+    out(`waiting mail     ${s.waiting} messages, ${s.bytes} bytes`);
+    out(`oldest message   ${s.oldestAgeSeconds === null ? '-' : `${Math.floor(s.oldestAgeSeconds / 3600)} h ${Math.floor((s.oldestAgeSeconds % 3600) / 60)} min`}`);
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
+  exitWith(PROG, err);
+});

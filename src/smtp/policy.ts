@@ -1,0 +1,90 @@
+// Recipient policy at RCPT time (SPEC 2.3): who may receive mail, and why not.
+import { statfs } from 'node:fs/promises';
+import type { Config } from '../config/index.js';
+import { Registry, type User } from '../registry/index.js';
+import { KeyCache, keyStatus, type KeyStatus } from '../pgp/index.js';
+import type { MaildirStore } from '../maildir/index.js';
+import { reply, SmtpReply } from './replies.js';
+
+export interface PolicyDeps {
+  config: Config;
+  registry: Registry;
+  maildir: MaildirStore;
+  keys: KeyCache;
+  now?: () => Date;
+}
+
+const KEY_STATUS_TTL_MS = 60_000;
+const DISK_TTL_MS = 1_000;
+
+export class RecipientPolicy {
+  private keyStatusCache = new Map<string, { status: KeyStatus; at: number }>();
+  private disk = { free: Infinity, at: 0 };
+
+  constructor(private readonly deps: PolicyDeps) {}
+
+  /**
+   * Resolves an address to the user who receives it, or throws the SmtpReply to send.
+   * `declaredSize` is the SIZE= the client announced at MAIL FROM (0 if none).
+   */
+  async resolve(address: string, declaredSize = 0): Promise<User> {
+    const { config, registry } = this.deps;
+    const at = address.lastIndexOf('@');
+    if (at <= 0 || at === address.length - 1) throw reply.badAddress();
+    const local = address.slice(0, at);
+    const domain = address.slice(at + 1).toLowerCase().replace(/\.$/, '');
+
+    let user: User | undefined;
+    if (domain === config.domain) {
+      // RFC 5321 4.5.1: postmaster@DOMAIN exists when an operator account is configured.
+      if (local.toLowerCase() !== 'postmaster' || !config.postmaster) throw reply.noSuchUser();
+      user = registry.get(config.postmaster);
+      if (!user || user.disabled) throw reply.noSuchUser();
+    } else if (domain.endsWith('.' + config.domain)) {
+      const label = domain.slice(0, -(config.domain.length + 1));
+      if (label.includes('.')) throw reply.noSuchUser();
+      user = registry.get(label);
+      if (!user || user.disabled || !Registry.allows(user, local)) throw reply.noSuchUser();
+    } else {
+      throw reply.relayDenied();
+    }
+
+    if ((await this.keyStatusOf(user)) !== 'ok') throw reply.keyUnusable();
+    await this.checkSpace(user, declaredSize);
+    return user;
+  }
+
+  private async keyStatusOf(user: User): Promise<KeyStatus> {
+    const now = (this.deps.now ?? (() => new Date()))();
+    const hit = this.keyStatusCache.get(user.fingerprint);
+    if (hit && now.getTime() - hit.at < KEY_STATUS_TTL_MS) return hit.status;
+    const key = await this.deps.keys.get(user.fingerprint, user.publicKey);
+    const status = await keyStatus(key, now);
+    this.keyStatusCache.set(user.fingerprint, { status, at: now.getTime() });
+    return status;
+  }
+
+  /** Forget cached key verdicts (after a key update). */
+  forgetKey(fingerprint: string): void {
+    this.keyStatusCache.delete(fingerprint);
+  }
+
+  private async checkSpace(user: User, declaredSize: number): Promise<void> {
+    const { limits } = this.deps.config;
+    const usage = await this.deps.maildir.usage(user.username);
+    if (usage.bytes + declaredSize > limits.quotaBytes) throw reply.overQuota();
+    if ((await this.freeBytes()) - declaredSize < limits.minFreeBytes) throw reply.diskFull();
+  }
+
+  /** Free bytes on the Maildir file system, re-read at most once a second. */
+  async freeBytes(): Promise<number> {
+    const t = Date.now();
+    if (t - this.disk.at > DISK_TTL_MS) {
+      const s = await statfs(this.deps.config.maildirRoot);
+      this.disk = { free: s.bavail * s.bsize, at: t };
+    }
+    return this.disk.free;
+  }
+}
+
+export { SmtpReply };

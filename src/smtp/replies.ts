@@ -1,0 +1,29 @@
+// Every refusal kzymy's SMTP listener gives, with its basic and enhanced status code
+// (RFC 5321, RFC 3463). smtp-server sends `responseCode` and the message as given; the
+// patch in patches.ts stops it from prefixing a second, generic enhanced code.
+
+export class SmtpReply extends Error {
+  readonly responseCode: number;
+  constructor(
+    code: number,
+    readonly enhanced: string,
+    text: string,
+  ) {
+    super(`${enhanced} ${text}`);
+    this.name = 'SmtpReply';
+    this.responseCode = code;
+  }
+}
+
+export const reply = {
+  noSuchUser: () => new SmtpReply(550, '5.1.1', 'No such mailbox here'),
+  relayDenied: () => new SmtpReply(550, '5.7.1', 'Relay access denied: this server accepts mail only for its own domain'),
+  badAddress: () => new SmtpReply(553, '5.1.3', 'Bad recipient address syntax'),
+  keyUnusable: () =>
+    new SmtpReply(450, '4.7.1', "The recipient's encryption key is not usable right now; try again later"),
+  overQuota: () => new SmtpReply(452, '4.2.2', 'Mailbox full; try again later'),
+  diskFull: () => new SmtpReply(452, '4.3.1', 'Insufficient system storage; try again later'),
+  tooBig: (limit: number) => new SmtpReply(552, '5.3.4', `Message size exceeds the fixed maximum of ${limit} bytes`),
+  storeFailed: () => new SmtpReply(451, '4.3.0', 'Local error in processing; the message was not stored, try again later'),
+  shuttingDown: () => new SmtpReply(421, '4.3.2', 'Service shutting down; try again later'),
+};

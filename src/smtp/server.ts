@@ -1,0 +1,173 @@
+// smtp-server wiring (SPEC 2.3): the public, receive-only SMTP listener.
+import { readFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession, type SMTPServerAddress } from 'smtp-server';
+import type { Config } from '../config/index.js';
+import type { Logger } from '../config/log.js';
+import type { Registry } from '../registry/index.js';
+import type { KeyCache } from '../pgp/index.js';
+import type { MaildirStore } from '../maildir/index.js';
+import { applySmtpServerPatches } from './patches.js';
+import { RecipientPolicy } from './policy.js';
+import { deliverMessage, MessageTooBig, transactionId, type Recipient } from './intake.js';
+import { reply, SmtpReply } from './replies.js';
+
+export interface SmtpDeps {
+  config: Config;
+  registry: Registry;
+  maildir: MaildirStore;
+  keys: KeyCache;
+  logger: Logger;
+}
+
+export interface SmtpListener {
+  port: number;
+  policy: RecipientPolicy;
+  /** Stops accepting connections, waits for transactions in flight (bounded), closes. */
+  close(): Promise<void>;
+}
+
+/** Per-transaction state, keyed by smtp-server's envelope object (new for every MAIL FROM). */
+type Tx = Map<string, Recipient>;
+
+async function loadTls(config: Config, logger: Logger): Promise<{ key: Buffer; cert: Buffer } | null> {
+  try {
+    const [key, cert] = await Promise.all([readFile(config.smtp.tlsKeyFile), readFile(config.smtp.tlsCertFile)]);
+    return { key, cert };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    logger.warn({ evt: 'starttls-off' }, 'No TLS certificate found: STARTTLS is not offered. Run "kzymy-server init" to create one.');
+    return null;
+  }
+}
+
+export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
+  applySmtpServerPatches();
+  const { config, registry, logger } = deps;
+  const policy = new RecipientPolicy(deps);
+  const txs = new WeakMap<object, Tx>();
+  const tls = await loadTls(config, logger);
+  let inFlight = 0;
+  let closing = false;
+
+  const options: SMTPServerOptions & { greetingDelayMs: number; maxCommandLength: number } = {
+    name: config.domain,
+    banner: 'kzymy ESMTP (receive only)',
+    size: config.limits.maxMessageBytes,
+    authOptional: true,
+    disabledCommands: ['AUTH'],
+    disableReverseLookup: true,
+    hideDSN: true,
+    hideREQUIRETLS: true,
+    hideSTARTTLS: !tls,
+    ...(tls ?? {}),
+    maxClients: config.smtp.maxClients,
+    maxRecipients: config.smtp.maxRecipients,
+    maxCommandLength: config.smtp.maxLineLength,
+    socketTimeout: config.smtp.idleTimeoutMs,
+    closeTimeout: 30_000,
+    greetingDelayMs: config.smtp.greetingDelayMs,
+    logger: false,
+
+    onConnect(session, callback) {
+      if (closing) return callback(reply.shuttingDown());
+      logger.debug({ evt: 'connect', cid: session.id, ip: session.remoteAddress }, 'connection');
+      callback();
+    },
+
+    onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback) {
+      const declared = Number((session.envelope.mailFrom && session.envelope.mailFrom.args && (session.envelope.mailFrom.args as Record<string, string>).SIZE) || 0) || 0;
+      policy.resolve(address.address, declared).then(
+        (user) => {
+          let tx = txs.get(session.envelope);
+          if (!tx) txs.set(session.envelope, (tx = new Map()));
+          // Several addresses of one user: one copy, Delivered-To the first of them.
+          if (!tx.has(user.username)) tx.set(user.username, { user, address: address.address });
+          callback();
+        },
+        (err: unknown) => {
+          if (err instanceof SmtpReply) {
+            logger.info({ evt: 'rcpt-refused', code: err.responseCode, enh: err.enhanced });
+            logger.debug({ evt: 'rcpt-refused', cid: session.id, rcpt: address.address });
+            return callback(err);
+          }
+          logger.error({ evt: 'rcpt-error', err: errorName(err) }, 'recipient check failed');
+          callback(reply.storeFailed());
+        },
+      );
+    },
+
+    onData(stream, session, callback) {
+      const tx = txs.get(session.envelope);
+      const recipients = [...(tx?.values() ?? [])].map((r) => ({ ...r, user: registry.get(r.user.username) ?? r.user }));
+      const started = process.hrtime.bigint();
+      inFlight++;
+      const id = transactionId();
+      deliverMessage(
+        deps,
+        stream,
+        {
+          mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+          heloName: session.hostNameAppearsAs || 'unknown',
+          remoteAddress: session.remoteAddress,
+          tls: Boolean(session.secure),
+          id,
+        },
+        recipients,
+      ).then(
+        (r) => {
+          inFlight--;
+          const ms = Number(process.hrtime.bigint() - started) / 1e6;
+          logger.info({ evt: 'delivered', copies: r.stored, bytes: r.bytes, mode: r.mode, ms: Math.round(ms * 10) / 10 });
+          callback(null, `2.0.0 Ok: stored encrypted as ${id}`);
+        },
+        (err: unknown) => {
+          inFlight--;
+          if (err instanceof MessageTooBig || (stream as { sizeExceeded?: boolean }).sizeExceeded) {
+            logger.info({ evt: 'refused', code: 552, enh: '5.3.4' });
+            return callback(reply.tooBig(config.limits.maxMessageBytes));
+          }
+          if (isGone(err)) {
+            logger.info({ evt: 'aborted', reason: 'client went away during DATA' });
+            return callback(reply.storeFailed());
+          }
+          // The error's text could in theory quote data; log its name and code only.
+          logger.error({ evt: 'store-failed', err: errorName(err), code: 451 }, 'message not stored');
+          callback(reply.storeFailed());
+        },
+      );
+    },
+  };
+
+  const server = new SMTPServer(options);
+  server.on('error', (err) => logger.warn({ evt: 'smtp-error', err: errorName(err) }));
+  await new Promise<void>((resolve, reject) => {
+    server.server.once('error', reject);
+    server.listen(config.smtp.port, config.smtp.host, () => {
+      server.server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.server.address() as AddressInfo).port;
+
+  return {
+    port,
+    policy,
+    async close() {
+      closing = true;
+      const deadline = Date.now() + 20_000;
+      while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+function isGone(err: unknown): boolean {
+  return err instanceof Error && /connection closed/i.test(err.message);
+}
+
+/** A name for an error that carries no message text (which might quote user data). */
+export function errorName(err: unknown): string {
+  if (err instanceof Error) return (err as NodeJS.ErrnoException).code ?? err.name;
+  return typeof err;
+}

@@ -1,0 +1,47 @@
+// Real SMTP client for tests: swaks. Returns the transcript and the server's replies.
+import { execFile } from 'node:child_process';
+
+export interface SwaksResult {
+  exitCode: number;
+  transcript: string;
+  /** Server replies in order, e.g. ["220 ...", "250-...", "550 5.1.1 ..."]. */
+  replies: string[];
+  /** The last server reply line. */
+  last: string;
+}
+
+export interface SwaksOptions {
+  port: number;
+  to: string | string[];
+  from?: string;
+  /** Raw message (headers + body, CRLF or LF); swaks sends it after DATA. */
+  data?: string | Buffer;
+  /** Or: just a body with default headers. */
+  body?: string;
+  header?: string[];
+  tls?: boolean;
+  extra?: string[];
+}
+
+export function swaks(o: SwaksOptions): Promise<SwaksResult> {
+  const args = ['--server', '127.0.0.1', '--port', String(o.port), '--from', o.from ?? 'sender@example.org', '--helo', 'sender.example.org', '--timeout', '60'];
+  for (const t of Array.isArray(o.to) ? o.to : [o.to]) args.push('--to', t);
+  if (o.data !== undefined) args.push('--data', '-');
+  if (o.body !== undefined) args.push('--body', o.body);
+  for (const h of o.header ?? []) args.push('--header', h);
+  if (o.tls) args.push('--tls');
+  args.push(...(o.extra ?? []));
+  return new Promise((resolve, reject) => {
+    const child = execFile('swaks', args, { maxBuffer: 256 * 1024 * 1024, encoding: 'utf8' }, (err, stdout) => {
+      const code = err ? ((err as { code?: number }).code ?? 1) : 0;
+      if (typeof code !== 'number') return reject(err);
+      const replies = stdout
+        .split('\n')
+        .filter((l) => /^(<-|<~|<\*\*|<~\*) /.test(l))
+        .map((l) => l.replace(/^\S+ /, ''));
+      resolve({ exitCode: code, transcript: stdout, replies, last: replies[replies.length - 1] ?? '' });
+    });
+    if (o.data !== undefined) child.stdin!.end(o.data);
+    else child.stdin!.end();
+  });
+}
