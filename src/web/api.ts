@@ -1,0 +1,272 @@
+// /api/v1: JSON for kzymy-client. Documented in docs/protocol.md; keep the two in step.
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import { MaildirError, MaildirStore } from '../maildir/index.js';
+import { RegistryError, type User } from '../registry/index.js';
+import { createChallenge, endSessions, issueToken, requireToken, type AuthState } from './auth.js';
+import { codeMatches, encryptCode, hashCode, newCode, randomId } from './challenge.js';
+import { onionHost, serverFor, type Web } from './context.js';
+import { WebError } from './errors.js';
+import { readJson } from './body.js';
+import { limit } from './ratelimit.js';
+import { checkKey, confirmSignup, findSignup, REGISTERED, startSignup } from './signup.js';
+
+function auth(ctx: Context): AuthState {
+  return ctx.state.auth as AuthState;
+}
+
+function str(body: Record<string, unknown>, name: string, what: string): string {
+  const v = body[name];
+  if (typeof v !== 'string' || v === '') throw new WebError(400, 'bad-request', `The field "${name}" (${what}) is missing.`);
+  return v;
+}
+
+function policy(u: User): { catchAll: boolean; aliases: string[]; blocked: string[] } {
+  return { catchAll: u.catchAll, aliases: u.aliases, blocked: u.blocked };
+}
+
+function messageId(ctx: Context): string {
+  const id = String(ctx.params.id ?? '');
+  if (!MaildirStore.isValidId(id)) {
+    throw new WebError(400, 'bad-id', 'That message id is not valid: use an id exactly as the message list gave it.');
+  }
+  return id;
+}
+
+function maildirError(err: unknown): never {
+  if (err instanceof MaildirError) {
+    if (err.code === 'not-found') throw new WebError(404, 'no-such-message', 'There is no such message: it may have been acknowledged already.');
+    if (err.code === 'bad-id') throw new WebError(400, 'bad-id', 'That message id is not valid.');
+  }
+  throw err;
+}
+
+async function policyChange(ctx: Context, fn: () => Promise<User>): Promise<void> {
+  try {
+    ctx.body = policy(await fn());
+  } catch (err) {
+    if (err instanceof RegistryError && err.code === 'bad-local-part') throw new WebError(400, 'bad-local-part', err.message);
+    throw err;
+  }
+}
+
+export function apiRouter(web: Web): Router {
+  const { registry, maildir, config, keys, logger } = web.deps;
+  const router = new Router({ prefix: '/api/v1' });
+  const json = (ctx: Context): Promise<Record<string, unknown>> => readJson(ctx, web.limits.maxJsonBytes);
+  const authed = requireToken(web);
+
+  router.get('/info', (ctx) => {
+    ctx.body = {
+      version: 1,
+      domain: config.domain,
+      onion: onionHost(web),
+      limits: {
+        maxMessageBytes: config.limits.maxMessageBytes,
+        quotaBytes: config.limits.quotaBytes,
+        retentionDays: config.limits.retentionDays,
+      },
+    };
+  });
+
+  // --- signup -------------------------------------------------------------------------
+
+  router.post('/signup', async (ctx) => {
+    const body = await json(ctx);
+    const pending = await startSignup(web, str(body, 'publicKey', 'an ASCII-armored public key'));
+    ctx.status = 201;
+    ctx.body = {
+      signupId: pending.id,
+      fingerprint: pending.key.fingerprint,
+      challenge: pending.challenge,
+      expiresAt: new Date(pending.expiresAt).toISOString(),
+      attemptsLeft: pending.attemptsLeft,
+    };
+  });
+
+  router.post('/signup/confirm', async (ctx) => {
+    const body = await json(ctx);
+    const pending = findSignup(web, body.signupId);
+    const server = serverFor(web, ctx.host);
+    const user = await confirmSignup(web, pending, body.code, server);
+    const mailDomain = `${user.username}.${config.domain}`;
+    ctx.status = 201;
+    ctx.body = {
+      username: user.username,
+      domain: config.domain,
+      mailDomain,
+      fingerprint: user.fingerprint,
+      onion: server.onion,
+      exampleAddress: `anything@${mailDomain}`,
+    };
+  });
+
+  // --- authentication -----------------------------------------------------------------
+
+  router.post('/auth/challenge', async (ctx) => {
+    const body = await json(ctx);
+    const c = await createChallenge(web, body.username);
+    ctx.body = { challengeId: c.challengeId, challenge: c.challenge, expiresAt: c.expiresAt.toISOString() };
+  });
+
+  router.post('/auth/token', async (ctx) => {
+    const body = await json(ctx);
+    const t = issueToken(web, body.challengeId, body.code);
+    ctx.body = { token: t.token, tokenType: 'Bearer', username: t.username, expiresAt: t.expiresAt.toISOString() };
+  });
+
+  router.post('/auth/logout', authed, (ctx) => {
+    web.sessions.delete(auth(ctx).tokenKey);
+    ctx.body = { ok: true };
+  });
+
+  // --- mail pickup --------------------------------------------------------------------
+
+  router.get('/messages', authed, async (ctx) => {
+    const list = await maildir.list(auth(ctx).user.username);
+    ctx.body = {
+      messages: list.map((m) => ({ id: m.id, size: m.size, receivedAt: m.receivedAt.toISOString() })),
+      count: list.length,
+      bytes: list.reduce((n, m) => n + m.size, 0),
+    };
+  });
+
+  router.get('/messages/:id', authed, async (ctx) => {
+    const id = messageId(ctx);
+    const { info, stream } = await maildir.read(auth(ctx).user.username, id).catch(maildirError);
+    ctx.type = 'message/rfc822';
+    ctx.length = info.size;
+    ctx.body = stream;
+  });
+
+  router.delete('/messages/:id', authed, async (ctx) => {
+    const id = messageId(ctx);
+    await maildir.remove(auth(ctx).user.username, id).catch(maildirError);
+    logger.info({ event: 'acknowledged' }, 'pickup');
+    ctx.body = { deleted: id };
+  });
+
+  // An id with a raw '/' never names a message.
+  const badId = (): never => {
+    throw new WebError(400, 'bad-id', 'That message id is not valid: it must not contain "/".');
+  };
+  router.get('/messages/:id/*rest', authed, badId);
+  router.delete('/messages/:id/*rest', authed, badId);
+
+  // --- account ------------------------------------------------------------------------
+
+  router.get('/account', authed, async (ctx) => {
+    const u = auth(ctx).user;
+    const usage = await maildir.usage(u.username);
+    ctx.body = {
+      username: u.username,
+      domain: config.domain,
+      mailDomain: `${u.username}.${config.domain}`,
+      onion: onionHost(web),
+      fingerprint: u.fingerprint,
+      keyExpiresAt: u.keyExpiresAt,
+      createdAt: u.createdAt,
+      ...policy(u),
+      messages: { count: usage.count, bytes: usage.bytes, oldest: usage.oldest ? usage.oldest.toISOString() : null },
+      quotaBytes: config.limits.quotaBytes,
+    };
+  });
+
+  router.delete('/account', authed, async (ctx) => {
+    const username = auth(ctx).user.username;
+    await registry.remove(username);
+    endSessions(web, username);
+    web.challenges.deleteWhere((c) => c.username === username);
+    web.rotations.deleteWhere((r) => r.username === username);
+    keys.delete(auth(ctx).user.fingerprint);
+    await maildir.removeUser(username);
+    logger.info({ event: 'account-deleted' }, 'account');
+    ctx.body = { deleted: username };
+  });
+
+  router.get('/aliases', authed, (ctx) => {
+    ctx.body = policy(auth(ctx).user);
+  });
+  router.put('/aliases/:local', authed, (ctx) =>
+    policyChange(ctx, () => registry.addAlias(auth(ctx).user.username, String(ctx.params.local))),
+  );
+  router.delete('/aliases/:local', authed, (ctx) =>
+    policyChange(ctx, () => registry.removeAlias(auth(ctx).user.username, String(ctx.params.local))),
+  );
+  router.put('/blocked/:local', authed, (ctx) =>
+    policyChange(ctx, () => registry.blockAlias(auth(ctx).user.username, String(ctx.params.local))),
+  );
+  router.put('/catch-all', authed, async (ctx) => {
+    const body = await json(ctx);
+    if (typeof body.enabled !== 'boolean') throw new WebError(400, 'bad-request', 'Send {"enabled": true} or {"enabled": false}.');
+    await policyChange(ctx, () => registry.setCatchAll(auth(ctx).user.username, body.enabled as boolean));
+  });
+
+  // --- key update and rotation ---------------------------------------------------------
+
+  router.post('/key', authed, async (ctx) => {
+    const body = await json(ctx);
+    const { user } = auth(ctx);
+    const key = await checkKey(web, str(body, 'publicKey', 'an ASCII-armored public key'));
+    const record = {
+      fingerprint: key.fingerprint,
+      publicKey: key.publicKey,
+      keyExpiresAt: key.expiresAt ? key.expiresAt.toISOString() : null,
+    };
+    if (key.fingerprint === user.fingerprint) {
+      const updated = await registry.setKey(user.username, record);
+      keys.delete(user.fingerprint);
+      logger.info({ event: 'key-updated' }, 'account');
+      ctx.body = { status: 'updated', fingerprint: updated.fingerprint, keyExpiresAt: updated.keyExpiresAt };
+      return;
+    }
+    if (registry.findByFingerprint(key.fingerprint)) throw new WebError(409, 'key-registered', REGISTERED);
+    const code = newCode();
+    const challenge = await encryptCode(key.key, code);
+    const rotationId = randomId();
+    const now = web.now();
+    const expiresAt = now + web.limits.rotationTtlMs;
+    // One pending rotation per user: a new request replaces the previous one.
+    web.rotations.deleteWhere((r) => r.username === user.username);
+    if (!web.rotations.set(rotationId, { username: user.username, key, codeHash: hashCode(code) }, expiresAt, now)) {
+      throw new WebError(429, 'rate-limited', 'Too many key changes are waiting right now. Try again in a few minutes.', { 'Retry-After': '60' });
+    }
+    ctx.status = 202;
+    ctx.body = { status: 'confirm', rotationId, fingerprint: key.fingerprint, challenge, expiresAt: new Date(expiresAt).toISOString() };
+  });
+
+  router.post('/key/confirm', authed, async (ctx) => {
+    const body = await json(ctx);
+    const { user, tokenKey } = auth(ctx);
+    const now = web.now();
+    limit(web.buckets.answer.take(now));
+    const id = body.rotationId;
+    const pending = typeof id === 'string' ? web.rotations.get(id, now) : undefined;
+    if (!pending || pending.username !== user.username) {
+      throw new WebError(404, 'no-rotation', 'This key change is unknown, expired or already used. Send the new key again.');
+    }
+    web.rotations.delete(id as string);
+    if (!codeMatches(pending.codeHash, body.code)) {
+      throw new WebError(400, 'wrong-code', 'That code is not right. The key change has ended; send the new key again. Your old key stays in use.');
+    }
+    let updated: User;
+    try {
+      updated = await registry.setKey(user.username, {
+        fingerprint: pending.key.fingerprint,
+        publicKey: pending.key.publicKey,
+        keyExpiresAt: pending.key.expiresAt ? pending.key.expiresAt.toISOString() : null,
+      });
+    } catch (err) {
+      if (err instanceof RegistryError && err.code === 'duplicate-key') throw new WebError(409, 'key-registered', REGISTERED);
+      throw err;
+    }
+    keys.delete(user.fingerprint);
+    endSessions(web, user.username, tokenKey);
+    web.challenges.deleteWhere((c) => c.username === user.username);
+    logger.info({ event: 'key-rotated' }, 'account');
+    ctx.body = { status: 'rotated', fingerprint: updated.fingerprint, keyExpiresAt: updated.keyExpiresAt };
+  });
+
+  // Anything else under /api is a JSON 404 (or 405 from allowedMethods).
+  return router;
+}

@@ -1,0 +1,72 @@
+// Key-expiry notices (SPEC 3.2 / issue): 14 days and again 3 days before the user's key
+// expires, an encrypted notice lands in her Maildir. Each is recorded in the user's
+// `notices` (e.g. "14d:2027-01-01T00:00:00.000Z") so that it is sent once; a key update
+// clears the list (Registry.setKey).
+import type { User } from '../registry/index.js';
+import { createWeb, type Web } from './context.js';
+import { buildMail, deliverEncrypted } from './mail.js';
+import type { WebDeps } from './types.js';
+
+const DAY = 86_400_000;
+const STAGES = [
+  { tag: '3d', days: 3 },
+  { tag: '14d', days: 14 },
+] as const;
+
+function noticeMail(web: Web, user: User, expires: Date, now: Date): Buffer {
+  const domain = web.deps.config.domain;
+  const days = Math.max(0, Math.ceil((expires.getTime() - now.getTime()) / DAY));
+  const when = expires.toISOString().slice(0, 10);
+  const body = [
+    `Your OpenPGP key ${user.fingerprint}`,
+    `expires on ${when} (in ${days} day${days === 1 ? '' : 's'}).`,
+    '',
+    'After that, kzymy cannot encrypt mail to it: senders are asked to try again',
+    'later, and their mail is lost if you do not act before they give up.',
+    '',
+    'Extend the expiry date of your key (gpg --quick-set-expire FINGERPRINT 1y, and the',
+    'same for the encryption subkey), then send the updated key:',
+    '',
+    '  kzymy-client key update',
+    '',
+    'Or move to a new key with the same command; the old key stays in use until the',
+    'new one has proved itself.',
+  ].join('\n');
+  return buildMail(domain, { to: `postmaster@${user.username}.${domain}`, subject: `Your kzymy key expires on ${when}`, body, date: now });
+}
+
+async function noticesFor(web: Web, user: User, now: Date): Promise<number> {
+  if (user.disabled || !user.keyExpiresAt) return 0;
+  const expires = new Date(user.keyExpiresAt);
+  const left = expires.getTime() - now.getTime();
+  if (!Number.isFinite(left) || left <= 0) return 0;
+  // The most urgent stage that is due; earlier stages that were missed are not sent late.
+  const due = STAGES.filter((s) => left <= s.days * DAY);
+  if (due.length === 0) return 0;
+  const tags = due.map((s) => `${s.tag}:${user.keyExpiresAt}`);
+  if (user.notices.includes(tags[0]!)) return 0;
+  await deliverEncrypted(web, user, noticeMail(web, user, expires, now), now);
+  const keyAtSend = user.keyExpiresAt;
+  await web.deps.registry.update(user.username, (u) => {
+    // Only if the key did not change meanwhile (setKey clears the notices).
+    if (u.keyExpiresAt !== keyAtSend) return;
+    for (const t of tags) if (!u.notices.includes(t)) u.notices.push(t);
+  });
+  return 1;
+}
+
+/** Sends the notices that are due at `now`; returns how many were delivered. */
+export async function sendExpiryNotices(deps: WebDeps, now: Date): Promise<number> {
+  const web = createWeb({ ...deps, now: () => now });
+  let sent = 0;
+  for (const user of deps.registry.list()) {
+    try {
+      sent += await noticesFor(web, user, now);
+    } catch (err) {
+      const e = err as { name?: string; code?: string };
+      deps.logger.warn({ event: 'notice-failed', err: { name: e.name, code: e.code } }, 'notices');
+    }
+  }
+  if (sent > 0) deps.logger.info({ event: 'expiry-notices', count: sent }, 'notices');
+  return sent;
+}
