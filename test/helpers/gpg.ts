@@ -279,3 +279,60 @@ export function makeSqKey(): Promise<TestKey> {
   }
   return sqKey;
 }
+
+// --- PGP/MIME Maildir files -----------------------------------------------------------------
+
+export interface PgpMimeFile {
+  /** The outer header as written (up to the blank line). */
+  header: string;
+  /** Outer header fields in order, unfolded: [name, value]. */
+  fields: Array<[string, string]>;
+  boundary: string;
+  /** The bodies of the MIME parts, in order. */
+  parts: string[];
+  /** The ASCII-armored OpenPGP message of the second part. */
+  armored: string;
+}
+
+/** Splits a PGP/MIME file (RFC 3156) as kzymy writes it; throws if its shape is wrong. */
+export function parsePgpMime(file: Buffer | string): PgpMimeFile {
+  const text = Buffer.isBuffer(file) ? file.toString('latin1') : file;
+  const end = text.search(/\r?\n\r?\n/);
+  if (end < 0) throw new Error('no blank line after the outer header');
+  const header = text.slice(0, end);
+  const body = text.slice(end).replace(/^\r?\n\r?\n/, '');
+  const fields: Array<[string, string]> = [];
+  for (const line of header.split(/\r?\n/)) {
+    if (/^[ \t]/.test(line) && fields.length > 0) fields[fields.length - 1]![1] += ' ' + line.trim();
+    else {
+      const m = /^([!-9;-~]+):[ \t]*(.*)$/.exec(line);
+      if (!m) throw new Error(`not a header line: ${JSON.stringify(line)}`);
+      fields.push([m[1]!, m[2]!]);
+    }
+  }
+  const ct = fields.find(([n]) => n.toLowerCase() === 'content-type')?.[1] ?? '';
+  const b = /boundary="([^"]+)"/i.exec(ct) ?? /boundary=([^;\s]+)/i.exec(ct);
+  if (!b) throw new Error('no boundary in Content-Type');
+  const boundary = b[1]!;
+  const chunks = body.split(new RegExp(`(?:^|\\r?\\n)--${boundary.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(--)?[ \\t]*(?:\\r?\\n|$)`));
+  // split with a capture group: [preamble, close?, part1, close?, part2, '--', epilogue]
+  const parts: string[] = [];
+  for (let i = 2; i < chunks.length; i += 2) {
+    if (chunks[i - 1] === '--') break;
+    parts.push(chunks[i] ?? '');
+  }
+  const second = parts[1] ?? '';
+  const a = /-----BEGIN PGP MESSAGE-----[\s\S]*?-----END PGP MESSAGE-----\r?\n?/.exec(second);
+  if (!a) throw new Error('no armored OpenPGP message in the second part');
+  return { header, fields, boundary, parts, armored: a[0] };
+}
+
+/** gpg --decrypt of the armored part of a PGP/MIME file. */
+export async function gpgDecryptPgpMime(gnupghome: string, file: Buffer | string): Promise<Buffer> {
+  return gpgDecrypt(gnupghome, parsePgpMime(file).armored);
+}
+
+/** Stops the gpg-agent a test started in its own GNUPGHOME (call before removing the folder). */
+export async function killGpgAgent(gnupghome: string): Promise<void> {
+  await run('gpgconf', ['--homedir', gnupghome, '--kill', 'gpg-agent']);
+}
