@@ -1,0 +1,117 @@
+#!/usr/bin/env node
+// kzymy-client: the user's command line (SPEC 4). Thin: commander parses, src/client does
+// the work. Every request goes through Tor (socks5h) unless --no-tor names a loopback server.
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { runAliases, runCatchAll, runDeleteAccount, runKeyUpdate, runSignup, runStatus } from '../client/commands.js';
+import { Context, type GlobalOptions } from '../client/context.js';
+import { runFetch } from '../client/fetch.js';
+import { DEFAULT_PROXY } from '../client/target.js';
+import { exitWith } from './errors.js';
+
+const PROG = 'kzymy-client';
+const out = (line: string): void => void process.stdout.write(line + '\n');
+
+function seconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 1) throw new InvalidArgumentError('give a number of seconds, at least 1.');
+  return n;
+}
+
+const program = new Command(PROG)
+  .description(
+    'kzymy-client: fetch the mail a kzymy server keeps for you, over its onion address through Tor, and deliver it to a Maildir or an MDA.',
+  )
+  .option('--config <file>', 'profile JSON (default $XDG_CONFIG_HOME/kzymy/client.json, else ~/.config/kzymy/client.json)')
+  .option('--server <url>', "the server's onion address, http://....onion (saved in the profile)")
+  .option('--username <name>', 'your kzymy username (saved)')
+  .option('--key <keyid>', 'fingerprint of your key in the GnuPG keyring (saved)')
+  .option('--gnupghome <dir>', 'GnuPG home folder (default: gpg\'s own, $GNUPGHOME or ~/.gnupg) (saved)')
+  .option('--proxy <url>', `Tor's SOCKS port (default ${DEFAULT_PROXY}) (saved)`)
+  .addOption(new Option('--tor', 'go through Tor (the default; undoes a saved --no-tor)').hideHelp())
+  .option('--no-tor', 'connect directly: only for a kzymy server on this machine (127.0.0.1, ::1, localhost) (saved)')
+  .option('--maildir <dir>', 'deliver into this Maildir (DIR/{tmp,new,cur}) (saved)')
+  .option('--mda <command>', 'deliver by running COMMAND with /bin/sh, one message on stdin; exit 0 = delivered, 75 = try later (saved)')
+  .option('--decrypt', 'deliver the decrypted original message (gpg) instead of the PGP/MIME file (saved)')
+  .option('--no-decrypt', 'deliver the PGP/MIME file as stored (saved)')
+  .option('--watch <seconds>', 'fetch: poll forever, every SECONDS with random jitter, until SIGINT/SIGTERM', seconds)
+  .option('-q, --quiet', 'print only errors')
+  .configureHelp({ showGlobalOptions: true })
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride()
+  .addHelpText(
+    'after',
+    '\nExit status: 0 ok, 1 a problem you can fix, 2 wrong usage, 75 temporary (Tor or the server unreachable, MDA asked to retry).',
+  );
+
+/** Runs `fn` with the command's context; the session is logged out and sockets closed after. */
+function withContext(fn: (ctx: Context, cmd: Command) => Promise<void>) {
+  return async (...args: unknown[]): Promise<void> => {
+    const cmd = args[args.length - 1] as Command;
+    const ctx = await Context.open(cmd.optsWithGlobals<GlobalOptions>(), out);
+    try {
+      await fn(ctx, cmd);
+    } finally {
+      await ctx.close();
+    }
+  };
+}
+
+program
+  .command('signup')
+  .description('sign up with a key from your GnuPG keyring (needs --server and --key); saves the profile')
+  .action(withContext((ctx) => runSignup(ctx)));
+
+program
+  .command('fetch')
+  .description('download waiting mail, deliver each message (--maildir or --mda), then have it deleted on the server')
+  .action(withContext((ctx) => runFetch(ctx)));
+
+program
+  .command('status')
+  .description('how many messages wait and their size; key and address policy')
+  .action(withContext((ctx) => runStatus(ctx)));
+
+const aliases = program.command('aliases').description('address policy: which local parts arrive');
+aliases.command('list').description('show catch-all, aliases and blocked local parts').action(withContext((ctx) => runAliases(ctx, 'list')));
+aliases
+  .command('add')
+  .argument('<local-part>', 'e.g. shop for shop@USERNAME.DOMAIN')
+  .description('let this local part arrive (also with catch-all off); unblocks it')
+  .action(withContext((ctx, cmd) => runAliases(ctx, 'add', cmd.args[0])));
+aliases
+  .command('remove')
+  .argument('<local-part>')
+  .description('remove it from the aliases and from the blocked list')
+  .action(withContext((ctx, cmd) => runAliases(ctx, 'remove', cmd.args[0])));
+aliases
+  .command('block')
+  .argument('<local-part>')
+  .description('refuse mail to this local part, even with catch-all on')
+  .action(withContext((ctx, cmd) => runAliases(ctx, 'block', cmd.args[0])));
+
+program
+  .command('catch-all')
+  .argument('<on|off>', 'on: every local part arrives except blocked ones; off: only aliases')
+  .description('switch the catch-all')
+  .action(withContext((ctx, cmd) => runCatchAll(ctx, cmd.args[0] ?? '')));
+
+const key = program.command('key').description("the account's OpenPGP key");
+key
+  .command('update')
+  .option('--new-key <keyid>', 'move the account to another key in your keyring (authorised by the current one)')
+  .description('upload the key again from your keyring (e.g. a new expiry date), or rotate to --new-key')
+  .action(withContext((ctx, cmd) => runKeyUpdate(ctx, cmd.opts<{ newKey?: string }>().newKey)));
+
+program
+  .command('delete-account')
+  .option('--yes', 'do not ask: required when not on a terminal')
+  .description('delete the account with all its waiting mail, for good')
+  .action(withContext((ctx, cmd) => runDeleteAccount(ctx, Boolean(cmd.opts<{ yes?: boolean }>().yes))));
+
+program.parseAsync(process.argv).then(
+  () => process.exit(0),
+  (err: unknown) => {
+    if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
+    exitWith(PROG, err);
+  },
+);

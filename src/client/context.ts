@@ -1,0 +1,127 @@
+// What every command needs: the profile merged with the command line (given values are
+// saved back), the transport (checked before any network I/O), gpg and a session.
+import path from 'node:path';
+import { UsageError } from '../cli/errors.js';
+import { Session } from './api.js';
+import { MaildirDestination, MdaDestination, type Destination } from './deliver.js';
+import { Gnupg } from './gnupg.js';
+import { defaultProfilePath, ProfileStore, type Profile } from './state.js';
+import { DEFAULT_PROXY, resolveTarget, type Target } from './target.js';
+import { Transport } from './transport.js';
+
+export interface GlobalOptions {
+  config?: string;
+  server?: string;
+  username?: string;
+  key?: string;
+  gnupghome?: string;
+  proxy?: string;
+  tor?: boolean;
+  maildir?: string;
+  mda?: string;
+  decrypt?: boolean;
+  watch?: number;
+  quiet?: boolean;
+}
+
+export type Output = (line: string) => void;
+
+export class Context {
+  private transportInstance: Transport | null = null;
+  private sessionInstance: Session | null = null;
+
+  private constructor(
+    readonly store: ProfileStore,
+    readonly profile: Profile,
+    readonly opts: GlobalOptions,
+    readonly out: Output,
+  ) {}
+
+  /**
+   * Loads the profile, applies the command line, refuses a server it must not talk to
+   * (before any network I/O), then saves the values given on the command line.
+   */
+  static async open(opts: GlobalOptions, out: Output): Promise<Context> {
+    if (opts.maildir !== undefined && opts.mda !== undefined) {
+      throw new UsageError('Give either --maildir or --mda, not both: each message is delivered one way.');
+    }
+    const store = new ProfileStore(path.resolve(opts.config ?? defaultProfilePath()));
+    const saved = await store.load();
+    const given: Profile = {};
+    if (opts.server !== undefined) given.server = opts.server;
+    if (opts.username !== undefined) given.username = opts.username.trim().toLowerCase();
+    if (opts.key !== undefined) given.key = opts.key;
+    if (opts.gnupghome !== undefined) given.gnupghome = path.resolve(opts.gnupghome);
+    if (opts.proxy !== undefined) given.proxy = opts.proxy;
+    if (opts.tor !== undefined) given.tor = opts.tor;
+    if (opts.maildir !== undefined) given.maildir = path.resolve(opts.maildir);
+    if (opts.mda !== undefined) given.mda = opts.mda;
+    if (opts.decrypt !== undefined) given.decrypt = opts.decrypt;
+    const profile: Profile = { ...saved, ...given };
+    if (given.maildir !== undefined) delete profile.mda;
+    if (given.mda !== undefined) delete profile.maildir;
+    const ctx = new Context(store, profile, opts, out);
+    if (profile.server !== undefined) ctx.target(); // refusals happen here, before anything is saved or sent
+    const changed = (Object.keys(given) as Array<keyof Profile>).some((k) => saved[k] !== given[k]) ||
+      (given.maildir !== undefined && saved.mda !== undefined) ||
+      (given.mda !== undefined && saved.maildir !== undefined);
+    if (changed) await store.save(profile);
+    return ctx;
+  }
+
+  get quiet(): boolean {
+    return Boolean(this.opts.quiet);
+  }
+
+  say(line: string): void {
+    if (!this.quiet) this.out(line);
+  }
+
+  target(): Target {
+    if (!this.profile.server) {
+      throw new UsageError(`No server: give --server http://....onion (it is then saved in ${this.store.file}).`);
+    }
+    return resolveTarget(this.profile.server, { tor: this.profile.tor !== false, proxy: this.profile.proxy ?? DEFAULT_PROXY });
+  }
+
+  transport(): Transport {
+    this.transportInstance ??= new Transport(this.target());
+    return this.transportInstance;
+  }
+
+  gpg(): Gnupg {
+    return new Gnupg({ homedir: this.profile.gnupghome, interactive: Boolean(process.stdin.isTTY) });
+  }
+
+  username(): string {
+    if (!this.profile.username) {
+      throw new UsageError(`No username: give --username (shown after signup), or run "kzymy-client signup" first.`);
+    }
+    return this.profile.username;
+  }
+
+  keyId(): string {
+    if (!this.profile.key) throw new UsageError('No key: give --key with the fingerprint of your key (gpg --list-secret-keys).');
+    return this.profile.key;
+  }
+
+  session(): Session {
+    this.sessionInstance ??= new Session(this.transport(), this.gpg(), this.username());
+    return this.sessionInstance;
+  }
+
+  destination(): Destination {
+    if (this.profile.mda) return new MdaDestination(this.profile.mda);
+    if (this.profile.maildir) return new MaildirDestination(this.profile.maildir);
+    throw new UsageError('Nowhere to deliver: give --maildir DIR or --mda "COMMAND" (it is then saved in the profile).');
+  }
+
+  async save(): Promise<void> {
+    await this.store.save(this.profile);
+  }
+
+  async close(): Promise<void> {
+    await this.sessionInstance?.logout();
+    this.transportInstance?.close();
+  }
+}

@@ -1,0 +1,185 @@
+// `kzymy-client fetch`: list waiting mail, download each message, deliver it, record it,
+// then acknowledge it (the server deletes it). A message is acknowledged only after its
+// delivery succeeded and was recorded, so a crash in between never delivers it twice.
+import cliProgress from 'cli-progress';
+import type { Session } from './api.js';
+import type { Context } from './context.js';
+import { decryptPgpMime, envelopeOf, type Destination } from './deliver.js';
+import { ClientError, DeliveryError, EXIT_TEMPFAIL } from './errors.js';
+import type { Gnupg } from './gnupg.js';
+import type { DeliveredRecord } from './state.js';
+
+/** Lets SIGINT/SIGTERM end a run cleanly: after the current message, or out of a sleep at once. */
+export class Stopper {
+  stopped = false;
+  private wake: (() => void) | null = null;
+  private readonly onSignal = (): void => {
+    if (this.stopped) process.exit(130); // a second signal: stop now
+    this.stopped = true;
+    this.wake?.();
+  };
+
+  install(): void {
+    process.on('SIGINT', this.onSignal);
+    process.on('SIGTERM', this.onSignal);
+  }
+
+  uninstall(): void {
+    process.off('SIGINT', this.onSignal);
+    process.off('SIGTERM', this.onSignal);
+  }
+
+  sleep(ms: number): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+}
+
+export interface FetchResult {
+  waiting: number;
+  delivered: number;
+  bytes: number;
+  /** Already delivered by an earlier run that ended before acknowledging. */
+  acknowledgedOnly: number;
+  failures: DeliveryError[];
+}
+
+export interface FetchDeps {
+  session: Session;
+  destination: Destination;
+  record: DeliveredRecord;
+  gpg: Gnupg;
+  decrypt: boolean;
+  stopper: Stopper;
+  progress: boolean;
+}
+
+export async function fetchOnce(d: FetchDeps): Promise<FetchResult> {
+  const list = await d.session.messages();
+  await d.record.retainOnly(new Set(list.map((m) => m.id)));
+  const result: FetchResult = { waiting: list.length, delivered: 0, bytes: 0, acknowledgedOnly: 0, failures: [] };
+  const bar = d.progress && list.length > 0
+    ? new cliProgress.SingleBar(
+        { format: 'fetching [{bar}] {value}/{total} messages', stream: process.stderr, clearOnComplete: true, hideCursor: true },
+        cliProgress.Presets.shades_classic,
+      )
+    : null;
+  bar?.start(list.length, 0);
+  try {
+    for (const [i, m] of list.entries()) {
+      if (d.stopper.stopped) break;
+      if (await d.record.has(m.id)) {
+        // Delivered by an earlier run that ended before the server heard of it.
+        await d.session.acknowledge(m.id);
+        result.acknowledgedOnly++;
+        bar?.update(i + 1);
+        continue;
+      }
+      const file = await d.session.download(m.id);
+      if (file === null) continue; // acknowledged meanwhile (another client)
+      try {
+        const message = d.decrypt ? await decryptPgpMime(d.gpg, file, m.id) : file;
+        const env = d.decrypt ? envelopeOf(message) : {};
+        await d.destination.deliver(message, { id: m.id, ...env });
+        if (d.decrypt) message.fill(0);
+      } catch (err) {
+        if (!(err instanceof DeliveryError)) throw err;
+        if (err.exitCode === EXIT_TEMPFAIL) {
+          const rest = list.length - i;
+          throw new DeliveryError(
+            `${err.message.replace(/\.$/, '')}; ${rest === 1 ? 'the message stays' : `this message and ${rest - 1} more stay`} on the server for the next run.`,
+            EXIT_TEMPFAIL,
+          );
+        }
+        result.failures.push(err);
+        bar?.update(i + 1);
+        continue;
+      }
+      await d.record.add(m.id);
+      if (process.env.KZYMY_CLIENT_CRASH_AFTER_DELIVERY === '1') {
+        // FAULT INJECTION for tests only: die hard after delivery and before acknowledgement,
+        // the window the delivery record exists for.
+        process.kill(process.pid, 'SIGKILL');
+      }
+      await d.session.acknowledge(m.id);
+      result.delivered++;
+      result.bytes += file.length;
+      bar?.update(i + 1);
+    }
+  } finally {
+    bar?.stop();
+  }
+  return result;
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+/** One sentence about a run, or null when nothing happened. */
+export function summary(r: FetchResult, where: string): string | null {
+  const parts: string[] = [];
+  if (r.delivered > 0) parts.push(`${plural(r.delivered, 'message')} (${r.bytes} bytes) delivered to ${where}`);
+  if (r.acknowledgedOnly > 0) parts.push(`${plural(r.acknowledgedOnly, 'message')} delivered by an earlier run acknowledged`);
+  if (parts.length === 0 && r.failures.length === 0) return r.waiting === 0 ? 'no mail waiting' : null;
+  return parts.join('; ') || null;
+}
+
+function failureError(r: FetchResult): ClientError {
+  const first = r.failures[0]!;
+  return new ClientError(
+    `${plural(r.failures.length, 'message')} could not be delivered and stay${r.failures.length === 1 ? 's' : ''} on the server: ${first.message}`,
+    first.exitCode,
+  );
+}
+
+/** `fetch`, once or (with --watch) forever, until SIGINT/SIGTERM. */
+export async function runFetch(ctx: Context): Promise<void> {
+  const destination = ctx.destination();
+  const session = ctx.session();
+  const stopper = new Stopper();
+  stopper.install();
+  const deps: FetchDeps = {
+    session,
+    destination,
+    record: ctx.store.record(session.username),
+    gpg: ctx.gpg(),
+    decrypt: ctx.profile.decrypt === true,
+    stopper,
+    progress: Boolean(process.stderr.isTTY) && !ctx.quiet,
+  };
+  const watch = ctx.opts.watch;
+  try {
+    if (watch === undefined) {
+      const r = await fetchOnce(deps);
+      const line = summary(r, destination.describe());
+      if (line) ctx.say(line);
+      if (r.failures.length > 0) throw failureError(r);
+      return;
+    }
+    while (!stopper.stopped) {
+      try {
+        const r = await fetchOnce(deps);
+        const line = summary(r, destination.describe());
+        if (line && r.waiting > 0) ctx.say(`${new Date().toISOString()} ${line}`);
+        if (r.failures.length > 0) process.stderr.write(`kzymy-client: ${failureError(r).message}\n`);
+      } catch (err) {
+        // Temporary trouble (tor, server, MDA) and one bad message do not end a watch.
+        if (!(err instanceof ClientError) || !(err.temporary || err instanceof DeliveryError)) throw err;
+        process.stderr.write(`kzymy-client: ${err.message}\n`);
+      }
+      // ±20% random jitter, so that polls do not form a recognisable rhythm.
+      await stopper.sleep(watch * 1000 * (0.8 + Math.random() * 0.4));
+    }
+    ctx.say('stopped');
+  } finally {
+    stopper.uninstall();
+  }
+}

@@ -1,0 +1,161 @@
+// The user's keys stay in her GnuPG keyring: kzymy-client runs the `gpg` binary to export
+// the public key and to decrypt challenges and mail, so the secret key is never exported
+// (SPEC 4, keys). gpg's own words never reach the user raw: they become one sentence.
+import { spawn } from 'node:child_process';
+import { readlinkSync } from 'node:fs';
+import { ClientError } from './errors.js';
+
+export interface GnupgOptions {
+  /** --homedir for gpg; else gpg's default ($GNUPGHOME or ~/.gnupg). */
+  homedir?: string;
+  /**
+   * True when a person sits at the terminal: gpg-agent may then ask for a passphrase with
+   * its pinentry. False (automation): a locked key fails at once with a sentence.
+   */
+  interactive?: boolean;
+}
+
+interface GpgRun {
+  code: number;
+  stdout: Buffer;
+  stderr: string;
+}
+
+export interface SecretKey {
+  fingerprint: string;
+  /** The first user id, for messages. */
+  uid: string | null;
+}
+
+const PASSPHRASE_RE = /No pinentry|Inappropriate ioctl|Operation cancelled|No passphrase given|Bad passphrase|pinentry|Timeout/i;
+
+export class Gnupg {
+  constructor(readonly opts: GnupgOptions = {}) {}
+
+  private where(): string {
+    return this.opts.homedir ? `the GnuPG keyring in ${this.opts.homedir}` : 'your GnuPG keyring';
+  }
+
+  private run(args: string[], input?: Buffer | string): Promise<GpgRun> {
+    const base = ['--batch', '--no-tty', '--status-fd', '2'];
+    if (this.opts.homedir) base.push('--homedir', this.opts.homedir);
+    if (!this.opts.interactive) base.push('--pinentry-mode', 'error');
+    const env = { ...process.env };
+    if (this.opts.interactive && !env.GPG_TTY) {
+      try {
+        // pinentry-curses needs to know the terminal; `tty` would print the same.
+        env.GPG_TTY = readlinkSync('/proc/self/fd/0');
+      } catch {
+        // not Linux, or no terminal: gpg-agent uses what it has
+      }
+    }
+    return new Promise((resolve, reject) => {
+      const child = spawn('gpg', [...base, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      child.stdout.on('data', (c: Buffer) => out.push(c));
+      child.stderr.on('data', (c: Buffer) => err.push(c));
+      child.on('error', (e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT') reject(new ClientError('GnuPG is not installed (no gpg on PATH): apt-get install gnupg.'));
+        else reject(new ClientError(`Cannot run gpg: ${e.message}.`));
+      });
+      child.stdin.on('error', () => {}); // gpg may exit before reading everything; its status tells
+      child.on('close', (code) =>
+        resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8') }),
+      );
+      child.stdin.end(input ?? '');
+    });
+  }
+
+  /** The one secret key `keyid` names (fingerprint, key id, or user id); a sentence otherwise. */
+  async secretKey(keyid: string): Promise<SecretKey> {
+    const spec = keyid.trim().replace(/^0x/i, '').replace(/\s+/g, '');
+    if (!spec) throw new ClientError('The key id is empty; give --key with a fingerprint (gpg --list-secret-keys shows yours).');
+    const r = await this.run(['--with-colons', '--fixed-list-mode', '--list-secret-keys', '--', spec]);
+    const keys = parseColons(r.stdout.toString('utf8'), 'sec');
+    if (keys.length === 0) {
+      const pub = await this.run(['--with-colons', '--fixed-list-mode', '--list-keys', '--', spec]);
+      if (parseColons(pub.stdout.toString('utf8'), 'pub').length > 0) {
+        throw new ClientError(
+          `${this.where()} has the public key ${keyid} but not its secret half, which kzymy-client needs to answer the server's challenges; import the secret key, or give --gnupghome.`,
+        );
+      }
+      throw new ClientError(
+        `There is no secret key ${keyid} in ${this.where()}; list yours with "gpg --list-secret-keys"${this.opts.homedir ? '' : ', or give --gnupghome'}.`,
+      );
+    }
+    if (keys.length > 1) {
+      throw new ClientError(
+        `${keyid} names ${keys.length} secret keys in ${this.where()}; give the full fingerprint with --key.`,
+      );
+    }
+    return keys[0]!;
+  }
+
+  /** The public key (ASCII-armored), exported by fingerprint; the secret key stays put. */
+  async exportPublic(fingerprint: string): Promise<string> {
+    const r = await this.run(['--armor', '--export-options', 'export-minimal', '--export', '--', fingerprint]);
+    const text = r.stdout.toString('utf8');
+    if (r.code !== 0 || !text.includes('-----BEGIN PGP PUBLIC KEY BLOCK-----')) {
+      throw new ClientError(`gpg could not export the public key ${fingerprint} from ${this.where()}.`);
+    }
+    return text;
+  }
+
+  /** Decrypts an OpenPGP message; `what` names it in sentences ("the server's challenge"). */
+  async decrypt(data: Buffer | string, what: string): Promise<Buffer> {
+    const r = await this.run(['--decrypt'], data);
+    if (r.code === 0 && /\[GNUPG:\] DECRYPTION_OKAY/.test(r.stderr)) return r.stdout;
+    r.stdout.fill(0);
+    const pkFailed = /\[GNUPG:\] ERROR pkdecrypt_failed/.test(r.stderr);
+    if (pkFailed && PASSPHRASE_RE.test(r.stderr)) {
+      throw new ClientError(
+        `GnuPG needs the passphrase of your key to decrypt ${what} and cannot ask for it here: unlock the key with gpg-agent first (for example decrypt any message with gpg in a terminal, or use gpg-preset-passphrase), or use a key without a passphrase for automation.`,
+      );
+    }
+    if (/\[GNUPG:\] NO_SECKEY/.test(r.stderr) && !pkFailed) {
+      throw new ClientError(
+        `None of the secret keys in ${this.where()} can decrypt ${what}: it was encrypted to a key this keyring does not hold${this.opts.homedir ? '' : ' (give --gnupghome?)'}.`,
+      );
+    }
+    if (/\[GNUPG:\] NODATA|no valid OpenPGP data/i.test(r.stderr)) {
+      throw new ClientError(`${capitalize(what)} is not an OpenPGP message gpg can read.`);
+    }
+    const last = r.stderr
+      .split('\n')
+      .filter((l) => l.startsWith('gpg: ') && !/encrypted with|^\s/.test(l))
+      .pop();
+    throw new ClientError(`gpg could not decrypt ${what}${last ? ` (${last.slice(5).trim()})` : ''}.`);
+  }
+}
+
+function capitalize(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+/** Primary keys of `--with-colons` output: the first fpr and uid after each `sec`/`pub` line. */
+export function parseColons(text: string, kind: 'sec' | 'pub'): SecretKey[] {
+  const keys: SecretKey[] = [];
+  let current: SecretKey | null = null;
+  let wantFpr = false;
+  for (const line of text.split('\n')) {
+    const f = line.split(':');
+    if (f[0] === kind) {
+      current = { fingerprint: '', uid: null };
+      keys.push(current);
+      wantFpr = true;
+    } else if (f[0] === 'ssb' || f[0] === 'sub') {
+      wantFpr = false;
+    } else if (f[0] === 'fpr' && current && wantFpr) {
+      current.fingerprint = (f[9] ?? '').toUpperCase();
+      wantFpr = false;
+    } else if (f[0] === 'uid' && current && current.uid === null) {
+      current.uid = unescapeColon(f[9] ?? '');
+    }
+  }
+  return keys.filter((k) => k.fingerprint);
+}
+
+function unescapeColon(s: string): string {
+  return s.replace(/\\x([0-9a-f]{2})/gi, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+}

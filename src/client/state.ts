@@ -1,0 +1,176 @@
+// kzymy-client's local state: the profile (JSON, mode 0600) and, next to it, the record of
+// message ids delivered but perhaps not yet acknowledged, so that a crash between the two
+// never delivers a message twice (SPEC 4, delivery).
+import { chmod, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import { ClientError } from './errors.js';
+
+export interface Profile {
+  server?: string;
+  username?: string;
+  /** Fingerprint (or id) of the user's key in her GnuPG keyring. */
+  key?: string;
+  gnupghome?: string;
+  proxy?: string;
+  /** false: --no-tor (loopback development server). */
+  tor?: boolean;
+  maildir?: string;
+  mda?: string;
+  decrypt?: boolean;
+}
+
+const PROFILE_KEYS: Array<keyof Profile> = ['server', 'username', 'key', 'gnupghome', 'proxy', 'tor', 'maildir', 'mda', 'decrypt'];
+
+/** $XDG_CONFIG_HOME/kzymy/client.json, else ~/.config/kzymy/client.json. */
+export function defaultProfilePath(env: NodeJS.ProcessEnv = process.env): string {
+  const xdg = env.XDG_CONFIG_HOME;
+  const base = xdg && path.isAbsolute(xdg) ? xdg : path.join(env.HOME || homedir(), '.config');
+  return path.join(base, 'kzymy', 'client.json');
+}
+
+async function fsyncPath(p: string): Promise<void> {
+  const fh = await open(p, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes `data` to `file` atomically (tmp, fsync, rename, fsync folder), mode 0600. */
+async function writeDurably(file: string, data: string): Promise<void> {
+  const dir = path.dirname(file);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const tmp = `${file}.tmp-${process.pid}`;
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await chmod(tmp, 0o600);
+  await rename(tmp, file);
+  await fsyncPath(dir);
+}
+
+export class ProfileStore {
+  constructor(readonly file: string) {}
+
+  async load(): Promise<Profile> {
+    let text: string;
+    try {
+      text = await readFile(this.file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+      throw new ClientError(`Cannot read the profile ${this.file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}.`);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new ClientError(`The profile ${this.file} is not valid JSON; fix it or remove it.`);
+    }
+    if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
+      throw new ClientError(`The profile ${this.file} is not a JSON object; fix it or remove it.`);
+    }
+    const out: Profile = {};
+    for (const k of PROFILE_KEYS) {
+      const v = (parsed as Record<string, unknown>)[k];
+      if (v === undefined || v === null) continue;
+      const boolKey = k === 'tor' || k === 'decrypt';
+      if (boolKey ? typeof v !== 'boolean' : typeof v !== 'string') {
+        throw new ClientError(`The profile ${this.file} has a bad "${k}" (expected ${boolKey ? 'true or false' : 'a string'}).`);
+      }
+      (out as Record<string, unknown>)[k] = v;
+    }
+    return out;
+  }
+
+  async save(profile: Profile): Promise<void> {
+    const clean: Record<string, unknown> = {};
+    for (const k of PROFILE_KEYS) if (profile[k] !== undefined) clean[k] = profile[k];
+    try {
+      await writeDurably(this.file, JSON.stringify(clean, null, 2) + '\n');
+    } catch (err) {
+      throw new ClientError(`Cannot write the profile ${this.file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}.`);
+    }
+  }
+
+  /** The delivery record of `username`, in the profile's folder. */
+  record(username: string): DeliveredRecord {
+    const base = path.basename(this.file).replace(/\.json$/i, '');
+    return new DeliveredRecord(path.join(path.dirname(this.file), `${base}.${username}.delivered`));
+  }
+}
+
+/**
+ * Ids delivered locally, one per line, appended and fsynced before the server is asked to
+ * delete the message. An id found here on a later run is acknowledged without delivering
+ * it again. Ids the server no longer lists are dropped (ids are never reused).
+ */
+export class DeliveredRecord {
+  private ids: Set<string> | null = null;
+
+  constructor(readonly file: string) {}
+
+  async load(): Promise<Set<string>> {
+    if (this.ids) return this.ids;
+    try {
+      const text = await readFile(this.file, 'utf8');
+      // A torn last line (crash mid-append) lacks its newline: it was never fsynced as done.
+      const lines = text.split('\n');
+      lines.pop();
+      this.ids = new Set(lines.filter((l) => l.length > 0));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw new ClientError(`Cannot read the delivery record ${this.file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}.`);
+      }
+      this.ids = new Set();
+    }
+    return this.ids;
+  }
+
+  async has(id: string): Promise<boolean> {
+    return (await this.load()).has(id);
+  }
+
+  /** Appends `id` and fsyncs; resolves once the record is durable. */
+  async add(id: string): Promise<void> {
+    const ids = await this.load();
+    try {
+      await mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
+      const fh = await open(this.file, 'a', 0o600);
+      let created = false;
+      try {
+        created = (await fh.stat()).size === 0;
+        await fh.appendFile(id + '\n');
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      if (created) await fsyncPath(path.dirname(this.file));
+    } catch (err) {
+      throw new ClientError(
+        `Cannot write the delivery record ${this.file} (${(err as NodeJS.ErrnoException).code ?? String(err)}); the message was delivered but stays on the server.`,
+      );
+    }
+    ids.add(id);
+  }
+
+  /** Keeps only the ids the server still lists. */
+  async retainOnly(listed: Set<string>): Promise<void> {
+    const ids = await this.load();
+    const keep = [...ids].filter((id) => listed.has(id));
+    if (keep.length === ids.size) return;
+    if (keep.length === 0) await unlink(this.file).catch(() => undefined);
+    else await writeDurably(this.file, keep.map((id) => id + '\n').join(''));
+    this.ids = new Set(keep);
+  }
+
+  async remove(): Promise<void> {
+    await unlink(this.file).catch(() => undefined);
+    this.ids = new Set();
+  }
+}

@@ -1,0 +1,90 @@
+// Where kzymy-client may connect, decided before any network I/O (SPEC 4, transport):
+// an onion address through Tor's SOCKS5 port (socks5h: tor resolves the name, never local
+// DNS), or, for development and tests only, a loopback URL with --no-tor.
+import net from 'node:net';
+import { UsageError } from '../cli/errors.js';
+
+export const DEFAULT_PROXY = 'socks5h://127.0.0.1:9050';
+
+export interface Target {
+  /** Base URL of the server, without a trailing slash. */
+  server: URL;
+  /** null: connect directly (loopback, --no-tor). */
+  proxy: URL | null;
+}
+
+const ONION_RE = /(^|\.)[a-z2-7]{56}\.onion$/;
+
+export function isOnionHost(host: string): boolean {
+  return ONION_RE.test(host.toLowerCase());
+}
+
+/** 127.0.0.0/8, ::1 and localhost. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  if (h === 'localhost') return true;
+  if (net.isIPv4(h)) return h.startsWith('127.');
+  if (net.isIPv6(h)) return h === '::1' || h === '0:0:0:0:0:0:0:1';
+  return false;
+}
+
+/** Parses --server: an http:// URL; "abc...xyz.onion" alone is taken as http://abc...xyz.onion. */
+export function parseServerUrl(raw: string): URL {
+  const text = raw.trim();
+  let url: URL;
+  try {
+    url = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `http://${text}`);
+  } catch {
+    throw new UsageError(`The server address "${raw}" is not a URL; give it like http://abc...xyz.onion.`);
+  }
+  if (url.protocol !== 'http:') {
+    throw new UsageError(
+      `The server address must start with http:// (the onion service itself encrypts and authenticates), not ${url.protocol}//.`,
+    );
+  }
+  if (url.username || url.password || url.search || url.hash) {
+    throw new UsageError('The server address must not carry a user name, password, query or fragment.');
+  }
+  url.pathname = url.pathname.replace(/\/+$/, '');
+  return url;
+}
+
+/** Parses --proxy: only socks5h:// (the onion name is resolved by tor, never by local DNS). */
+export function parseProxyUrl(raw: string): URL {
+  let url: URL;
+  try {
+    url = new URL(raw.trim());
+  } catch {
+    throw new UsageError(`The proxy address "${raw}" is not a URL; give it like ${DEFAULT_PROXY}.`);
+  }
+  if (url.protocol !== 'socks5h:') {
+    throw new UsageError(
+      `The proxy must be a socks5h:// URL, so that tor resolves the onion name (never local DNS); got ${url.protocol}//.`,
+    );
+  }
+  if (!url.hostname || !url.port) {
+    throw new UsageError(`The proxy address needs a host and a port, like ${DEFAULT_PROXY}.`);
+  }
+  return url;
+}
+
+/** Decides how to reach `server`; throws a UsageError sentence when the combination is refused. */
+export function resolveTarget(serverRaw: string, opts: { tor: boolean; proxy: string }): Target {
+  const server = parseServerUrl(serverRaw);
+  const host = server.hostname;
+  if (opts.tor) {
+    if (isOnionHost(host)) return { server, proxy: parseProxyUrl(opts.proxy) };
+    if (isLoopbackHost(host)) {
+      throw new UsageError(
+        `${server.origin} is a loopback address, which Tor cannot reach; add --no-tor to connect to a local development server directly.`,
+      );
+    }
+    throw new UsageError(
+      `${server.origin} is not an onion address: kzymy-client talks to a kzymy server only as an onion service through Tor (http://....onion), so that nothing outside Tor learns who fetches the mail.`,
+    );
+  }
+  if (isLoopbackHost(host)) return { server, proxy: null };
+  throw new UsageError(
+    `--no-tor is only for a server on this machine (127.0.0.1, ::1, localhost); ${server.origin} must be reached through Tor, so leave --no-tor out.`,
+  );
+}
