@@ -1,0 +1,183 @@
+// A real kzymy web server for tests: real registry and Maildir in a temporary folder,
+// listening on 127.0.0.1, port 0. Logs are kept in memory to check what they hold.
+import { Writable } from 'node:stream';
+import { HtmlValidate } from 'html-validate';
+import { expect } from 'chai';
+import { loadConfig, type Config } from '../../src/config/index.js';
+import { createLogger } from '../../src/config/log.js';
+import { Registry } from '../../src/registry/index.js';
+import { MaildirStore } from '../../src/maildir/index.js';
+import { KeyCache } from '../../src/pgp/index.js';
+import { startWeb, type WebDeps, type WebLimits } from '../../src/web/index.js';
+import { tempDir } from '../helpers/env.js';
+import { gpgDecrypt, type TestKey } from '../helpers/gpg.js';
+
+export interface TestServer {
+  base: string;
+  port: number;
+  dir: string;
+  config: Config;
+  deps: WebDeps;
+  registry: Registry;
+  maildir: MaildirStore;
+  logs: string[];
+  clock: { offsetMs: number };
+  close(): Promise<void>;
+}
+
+export async function startTestServer(
+  opts: { limits?: Partial<WebLimits>; onion?: string | null; domain?: string } = {},
+): Promise<TestServer> {
+  const { dir, cleanup } = await tempDir('kzymy-web-');
+  const config = loadConfig({
+    cwd: dir,
+    env: {
+      PATH: process.env.PATH,
+      KZYMY_DATA_DIR: `${dir}/data`,
+      KZYMY_MAILDIR_ROOT: `${dir}/maildirs`,
+      KZYMY_WEB_HOST: '127.0.0.1',
+      KZYMY_WEB_PORT: '0',
+      KZYMY_TOR_MANAGE: '0',
+      KZYMY_DOMAIN: opts.domain ?? 'kzymy.test',
+    },
+  });
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      logs.push(chunk.toString('utf8'));
+      cb();
+    },
+  });
+  const logger = createLogger('info', sink);
+  const registry = await Registry.open(config.dataDir);
+  const maildir = new MaildirStore(config.maildirRoot);
+  const clock = { offsetMs: 0 };
+  const deps: WebDeps = {
+    config,
+    registry,
+    maildir,
+    keys: new KeyCache(),
+    logger,
+    onionAddress: () => opts.onion ?? null,
+    now: () => new Date(Date.now() + clock.offsetMs),
+    limits: opts.limits,
+  };
+  const server = await startWeb(deps);
+  return {
+    base: `http://127.0.0.1:${server.port}`,
+    port: server.port,
+    dir,
+    config,
+    deps,
+    registry,
+    maildir,
+    logs,
+    clock,
+    close: async () => {
+      await server.close();
+      await cleanup();
+    },
+  };
+}
+
+export const EXPECTED_CSP =
+  "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+export function expectSecurityHeaders(res: Response): void {
+  expect(res.headers.get('content-security-policy')).to.equal(EXPECTED_CSP);
+  expect(res.headers.get('referrer-policy')).to.equal('no-referrer');
+  expect(res.headers.get('x-content-type-options')).to.equal('nosniff');
+  expect(res.headers.get('cache-control')).to.equal('no-store');
+}
+
+const validator = new HtmlValidate({ extends: ['html-validate:recommended'] });
+
+/** A page must: have no script, no URL to another host, the headers, and validate. */
+export async function expectGoodPage(res: Response, body: string): Promise<void> {
+  expectSecurityHeaders(res);
+  expect(res.headers.get('content-type')).to.match(/^text\/html/);
+  expect(body).not.to.match(/<script/i);
+  expect(body).not.to.match(/\son[a-z]+\s*=/i, 'an inline event handler');
+  expect(body).not.to.match(/javascript:/i);
+  // Every URL in an attribute is local (starts with one '/' or '#').
+  for (const m of body.matchAll(/\s(?:href|src|action|formaction|srcset|poster|data)\s*=\s*"([^"]*)"/gi)) {
+    expect(m[1]!, 'a URL to another host').to.match(/^(\/(?!\/)|#)/);
+  }
+  expect(body).not.to.match(/(?:https?:)?\/\/[a-z0-9.-]+\.[a-z]{2,}\//i, 'an absolute URL');
+  const report = await validator.validateString(body);
+  const problems = report.results.flatMap((r) => r.messages.map((m) => `${m.line}:${m.column} ${m.ruleId}: ${m.message}`));
+  expect(problems, problems.join('\n')).to.deep.equal([]);
+}
+
+export function htmlUnescape(s: string): string {
+  return s
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&#39;/g, "'")
+    .replace(/&amp;/g, '&');
+}
+
+export function field(body: string, name: string): string {
+  const m = new RegExp(`name="${name}" value="([^"]*)"`).exec(body);
+  if (!m) throw new Error(`no field ${name} in page`);
+  return htmlUnescape(m[1]!);
+}
+
+export function byId(body: string, id: string): string {
+  const m = new RegExp(`id="${id}"[^>]*>([\\s\\S]*?)</`).exec(body);
+  if (!m) throw new Error(`no element #${id} in page`);
+  return htmlUnescape(m[1]!);
+}
+
+export async function decryptCode(key: TestKey, armored: string): Promise<string> {
+  return (await gpgDecrypt(key.gnupghome, armored)).toString('utf8').trim();
+}
+
+export async function api(
+  s: TestServer,
+  method: string,
+  path: string,
+  body?: unknown,
+  token?: string,
+): Promise<{ status: number; json: Record<string, unknown>; res: Response }> {
+  const headers: Record<string, string> = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(s.base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  let json: Record<string, unknown> = {};
+  try {
+    json = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+  } catch {
+    json = { raw: text };
+  }
+  return { status: res.status, json, res };
+}
+
+/** Whole signup over the API; returns the username. */
+export async function signupApi(s: TestServer, key: TestKey): Promise<string> {
+  const start = await api(s, 'POST', '/api/v1/signup', { publicKey: key.publicArmored });
+  expect(start.status, JSON.stringify(start.json)).to.equal(201);
+  const code = await decryptCode(key, start.json.challenge as string);
+  const done = await api(s, 'POST', '/api/v1/signup/confirm', { signupId: start.json.signupId, code });
+  expect(done.status, JSON.stringify(done.json)).to.equal(201);
+  return done.json.username as string;
+}
+
+/** Challenge, decrypt with gpg, token. */
+export async function login(s: TestServer, username: string, key: TestKey): Promise<string> {
+  const ch = await api(s, 'POST', '/api/v1/auth/challenge', { username });
+  expect(ch.status, JSON.stringify(ch.json)).to.equal(200);
+  const code = await decryptCode(key, ch.json.challenge as string);
+  const tok = await api(s, 'POST', '/api/v1/auth/token', { challengeId: ch.json.challengeId, code });
+  expect(tok.status, JSON.stringify(tok.json)).to.equal(200);
+  return tok.json.token as string;
+}
+
+/** The armored OpenPGP message inside a PGP/MIME file. */
+export function armoredPart(file: Buffer | string): string {
+  const m = /-----BEGIN PGP MESSAGE-----[\s\S]*?-----END PGP MESSAGE-----/.exec(file.toString());
+  if (!m) throw new Error('no armored message in the file');
+  return m[0] + '\n';
+}
