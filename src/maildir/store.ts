@@ -102,6 +102,15 @@ async function mkdirMode(dir: string): Promise<boolean> {
   return true;
 }
 
+/** Writes every byte of `bytes` at the current position (write(2) may write less). */
+async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.byteLength) {
+    const { bytesWritten } = await fh.write(bytes, offset, bytes.byteLength - offset);
+    offset += bytesWritten;
+  }
+}
+
 export class MaildirStore {
   private readonly usageTtlMs: number;
   private readonly now: () => number;
@@ -197,11 +206,17 @@ export class MaildirStore {
         await fh.writeFile(content);
         size = content.byteLength;
       } else {
-        // pipeline gives backpressure and destroys the source on error. autoClose is
-        // off so the descriptor stays ours for the fsync below.
-        const ws = fh.createWriteStream({ autoClose: false, highWaterMark: 64 * 1024 });
-        await pipeline(content, ws);
-        size = ws.bytesWritten;
+        // pipeline pulls one chunk at a time (backpressure) and destroys the source on
+        // any error. The sink is a plain function rather than fh.createWriteStream():
+        // a FileHandle stream closes the handle itself, and we must fsync before close.
+        size = 0;
+        await pipeline(content, async (source: AsyncIterable<Uint8Array | string>) => {
+          for await (const chunk of source) {
+            const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+            await writeAll(fh, bytes);
+            size += bytes.byteLength;
+          }
+        });
       }
       await fh.sync();
       closed = true;
