@@ -222,8 +222,9 @@ export class MaildirStore {
       closed = true;
       await fh.close();
       const id = nameWithSize(unique, size);
-      newPath = path.join(dir, 'new', id);
-      await rename(tmpPath, newPath);
+      const target = path.join(dir, 'new', id);
+      await rename(tmpPath, target);
+      newPath = target;
       await this.syncer(path.join(dir, 'new')).sync();
       const receivedAt = timeFromName(unique) ?? Math.floor(receivedAtMs);
       this.noteAdded(user, id, size, receivedAt);
