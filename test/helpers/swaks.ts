@@ -38,8 +38,10 @@ export function swaks(o: SwaksOptions): Promise<SwaksResult> {
       const replies = stdout
         .split('\n')
         .filter((l) => /^(<-|<~|<\*\*|<~\*) /.test(l))
-        .map((l) => l.replace(/^\S+ /, ''));
-      resolve({ exitCode: code, transcript: stdout, replies, last: replies[replies.length - 1] ?? '' });
+        .map((l) => l.replace(/^\S+\s+/, ''));
+      // The reply that decided the transaction: the last one before QUIT's 221.
+      const decisive = replies.filter((l) => !/^221[ -]/.test(l));
+      resolve({ exitCode: code, transcript: stdout, replies, last: decisive[decisive.length - 1] ?? '' });
     });
     if (o.data !== undefined) child.stdin!.end(o.data);
     else child.stdin!.end();
