@@ -31,7 +31,7 @@ async function postKey(s: TestServer, key: string, opts: { csrf?: string; file?:
   const fd = new FormData();
   fd.set('csrf', csrf);
   fd.set('key', key);
-  if (opts.file) fd.set('keyfile', new Blob([opts.file], { type: 'application/pgp-keys' }), 'key.asc');
+  if (opts.file) fd.set('keyfile', new Blob([new Uint8Array(opts.file)], { type: 'application/pgp-keys' }), 'key.asc');
   else fd.set('keyfile', new Blob([]), '');
   const res = await fetch(s.base + '/signup', { method: 'POST', body: fd, redirect: 'manual' });
   return { res, body: await res.text() };
