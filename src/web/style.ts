@@ -16,7 +16,7 @@ p,ul,ol,dl{margin:.5rem 0 1rem}
 li{margin:.25rem 0}
 code,pre,kbd{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:.875rem}
 code{overflow-wrap:anywhere;background:#ecece6;padding:0 .2em;border-radius:3px}
-pre{white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-all;background:#fff;border:1px solid #c9c9c0;border-radius:4px;padding:.75rem;margin:.5rem 0 1rem;max-width:100%}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#fff;border:1px solid #c9c9c0;border-radius:4px;padding:.75rem;margin:.5rem 0 1rem;max-width:100%}
 pre code{background:none;padding:0}
 label{display:block;font-weight:600;margin:1rem 0 .25rem}
 textarea,input[type=text],input[type=file]{display:block;width:100%;max-width:100%;font:inherit;padding:.5rem;border:1px solid #8a8a80;border-radius:4px;background:#fff;color:inherit}
