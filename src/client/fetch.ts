@@ -142,8 +142,8 @@ function failureError(r: FetchResult): ClientError {
 
 /** `fetch`, once or (with --watch) forever, until SIGINT/SIGTERM. */
 export async function runFetch(ctx: Context): Promise<void> {
-  const destination = ctx.destination();
   const session = ctx.session();
+  const destination = ctx.destination();
   const stopper = new Stopper();
   stopper.install();
   const deps: FetchDeps = {
