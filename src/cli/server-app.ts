@@ -9,6 +9,7 @@ import { KeyCache } from '../pgp/index.js';
 import { MaildirStore } from '../maildir/index.js';
 import { startSmtp, errorName } from '../smtp/server.js';
 import { readOnionAddress, startManagedTor, type ManagedTor } from '../tor/index.js';
+import { startWeb, sendExpiryNotices } from '../web/index.js';
 
 const HOUR = 3600_000;
 
@@ -33,15 +34,13 @@ export async function runServer(config: Config, logger: Logger): Promise<void> {
 
   const smtp = await startSmtp({ config, registry, maildir, keys, logger });
   let onion: string | null = null;
-  const web = null as { port: number; close(): Promise<void> } | null; // wired in with src/web
-  const webPort = config.web.port;
-  logger.info(
-    { evt: 'listening', smtp: { host: config.smtp.host, port: smtp.port }, web: web ? { host: config.web.host, port: webPort } : null },
-    'listening',
-  );
+  const web = await startWeb({ config, registry, maildir, keys, logger, onionAddress: () => onion });
+  const webPort = web.port;
+  // One machine-readable line with the real ports (port 0 = any free port).
+  logger.info({ evt: 'listening', smtp: { host: config.smtp.host, port: smtp.port }, web: { host: config.web.host, port: webPort } }, 'listening');
 
   let tor: ManagedTor | null = null;
-  if (config.tor.manage && web) {
+  if (config.tor.manage) {
     tor = await startManagedTor({ config: { ...config, web: { ...config.web, port: webPort } }, logger });
     onion = tor.onionAddress;
   } else if (!config.tor.manage) {
@@ -68,15 +67,26 @@ export async function runServer(config: Config, logger: Logger): Promise<void> {
   retention.unref();
   void purge(config, maildir).catch(() => undefined);
 
+  // Key-expiry notices (14 and 3 days ahead) land in the user's Maildir like any mail.
+  const notify = () =>
+    sendExpiryNotices({ config, registry, maildir, keys, logger, onionAddress: () => onion }, new Date()).then(
+      (n) => n && logger.info({ evt: 'expiry-notices', count: n }),
+      (err) => logger.error({ evt: 'expiry-notices-failed', err: errorName(err) }),
+    );
+  const notices = setInterval(notify, 6 * HOUR);
+  notices.unref();
+  void notify();
+
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     logger.info({ evt: 'stopping', signal });
     clearInterval(retention);
+    clearInterval(notices);
     watcher.abort();
     await smtp.close();
-    await web?.close();
+    await web.close();
     await tor?.stop();
     logger.info({ evt: 'stopped' });
     process.exit(0);

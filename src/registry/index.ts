@@ -2,7 +2,7 @@
 // This module is the only writer of registry.json (SPEC 6). It stores public data
 // only: never a secret key, a password, or anything that locates the user.
 import { Low } from 'lowdb';
-import { open, mkdir, rename, readFile, unlink } from 'node:fs/promises';
+import { open, mkdir, rename, readFile, unlink, stat } from 'node:fs/promises';
 import { randomInt } from 'node:crypto';
 import path from 'node:path';
 
@@ -120,8 +120,7 @@ export class Registry {
   static async open(dataDir: string): Promise<Registry> {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
     const reg = new Registry(path.join(dataDir, 'registry.json'));
-    await reg.db.read();
-    reg.reindex();
+    await reg.reload();
     return reg;
   }
 
@@ -130,10 +129,33 @@ export class Registry {
     this.byFingerprint = new Map(this.db.data.users.map((u) => [u.fingerprint, u]));
   }
 
+  private seen = '';
+
+  private async fileStamp(): Promise<string> {
+    try {
+      const s = await stat(this.file);
+      return `${s.mtimeMs}:${s.size}:${s.ino}`;
+    } catch {
+      return '';
+    }
+  }
+
   /** Re-reads the file (for a second process such as the CLI having changed it). */
-  async reload(): Promise<void> {
-    await this.db.read();
-    this.reindex();
+  reload(): Promise<void> {
+    const run = this.queue.then(async () => {
+      this.seen = await this.fileStamp();
+      await this.db.read();
+      this.reindex();
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Reloads only if registry.json changed on disk since this process last read or wrote it. */
+  async refreshIfChanged(): Promise<boolean> {
+    if ((await this.fileStamp()) === this.seen) return false;
+    await this.reload();
+    return true;
   }
 
   private mutate<R>(fn: (data: Data) => R): Promise<R> {
@@ -143,6 +165,7 @@ export class Registry {
       try {
         result = fn(this.db.data);
         await this.db.write();
+        this.seen = await this.fileStamp();
       } catch (err) {
         this.db.data = snapshot; // never leave state half-changed
         this.reindex();

@@ -142,6 +142,8 @@ export async function deliverMessage(
     return { bytes: total, mode: 'stream', stored: stored.length };
   } catch (err) {
     stream.unpipe(src);
+    stream.on("data", () => undefined); // keep reading so smtp-server reaches the end of DATA
+    stream.resume();
     src.destroy();
     // All or nothing: a failed transaction leaves no copy behind, the sender retries.
     await Promise.all(stored.map((s) => maildir.remove(s.user, s.msg.id).catch(() => undefined)));

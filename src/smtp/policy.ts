@@ -44,6 +44,8 @@ export class RecipientPolicy {
       const label = domain.slice(0, -(config.domain.length + 1));
       if (label.includes('.')) throw reply.noSuchUser();
       user = registry.get(label);
+      // A user added a moment ago by another process (the operator's CLI): look again.
+      if (!user && (await registry.refreshIfChanged())) user = registry.get(label);
       if (!user || user.disabled || !Registry.allows(user, local)) throw reply.noSuchUser();
     } else {
       throw reply.relayDenied();

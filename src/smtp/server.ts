@@ -58,6 +58,7 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
     disabledCommands: ['AUTH'],
     disableReverseLookup: true,
     hideDSN: true,
+    hideENHANCEDSTATUSCODES: false,
     hideREQUIRETLS: true,
     hideSTARTTLS: !tls,
     ...(tls ?? {}),

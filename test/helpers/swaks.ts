@@ -25,7 +25,8 @@ export interface SwaksOptions {
 
 export function swaks(o: SwaksOptions): Promise<SwaksResult> {
   const args = ['--server', '127.0.0.1', '--port', String(o.port), '--from', o.from ?? 'sender@example.org', '--helo', 'sender.example.org', '--timeout', '60'];
-  for (const t of Array.isArray(o.to) ? o.to : [o.to]) args.push('--to', t);
+  // swaks takes several recipients as one comma-separated --to (a second --to replaces the first).
+  args.push('--to', Array.isArray(o.to) ? o.to.join(',') : o.to);
   if (o.data !== undefined) args.push('--data', '-');
   if (o.body !== undefined) args.push('--body', o.body);
   for (const h of o.header ?? []) args.push('--header', h);
@@ -46,4 +47,9 @@ export function swaks(o: SwaksOptions): Promise<SwaksResult> {
     if (o.data !== undefined) child.stdin!.end(o.data);
     else child.stdin!.end();
   });
+}
+
+/** The bytes swaks puts between DATA and the final dot for `data`: it always adds a CRLF. */
+export function swaksWire(data: Buffer): Buffer {
+  return Buffer.concat([data, Buffer.from('\r\n')]);
 }
