@@ -235,8 +235,14 @@ else
 	onion="not known yet: tor writes $HS_DIR/hostname when it first runs"
 fi
 mx=${KZYMY_MX_HOST:-mx.$domain}
-ip=${KZYMY_PUBLIC_IP:-$(ip -4 -o route get 192.0.2.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' || true)}
-ip=${ip:-PUBLIC-IPV4-OF-THIS-MACHINE}
+ip=${KZYMY_PUBLIC_IP:-}
+if [[ -n $ip ]]; then
+	ip_note="$ip is the address you gave (KZYMY_PUBLIC_IP)."
+else
+	ip=PUBLIC-IPV4
+	seen=$(ip -4 -o route get 192.0.2.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' || true)
+	ip_note="PUBLIC-IPV4: the public address that reaches port 25 here${seen:+ (this machine sees itself as $seen; behind NAT, as in Vagrant, that is not it)}."
+fi
 cat <<EOF
 
 kzymy appliance provisioned.
@@ -244,11 +250,11 @@ kzymy appliance provisioned.
   mail domain:                                    $domain
   configuration: $CONFIG   data: $DATA   logs: journalctl -u kzymy
 
-DNS records to create for $domain (the A record must be the public IPv4 address
-that reaches port 25 of this machine; $ip is what this machine sees):
-  *.$domain.   IN MX 10 $mx.
-  $mx.   IN A     $ip
-  $domain.   IN MX 10 $mx.    (optional: postmaster@$domain)
+DNS records to create:
+  *.$domain.  IN MX 10 $mx.
+  $mx.  IN A  $ip
+  $domain.  IN MX 10 $mx.    (optional: for postmaster@$domain)
+$ip_note
 EOF
 if [[ $domain == kzymy.example.com ]]; then
 	printf '\nThe domain is still the placeholder: set "domain" in %s and run: systemctl restart kzymy\n' "$CONFIG"

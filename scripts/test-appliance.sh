@@ -192,13 +192,13 @@ manifest() {
 }
 
 # --- 0. preconditions and host tools -------------------------------------------------
-phase "host tools"
+phase "host tools, project snapshot"
 [[ $(uname -s) == Linux ]] || fail "this test needs Linux (debootstrap, systemd-nspawn)."
 [[ $EUID -eq 0 ]] || fail "this test needs root (debootstrap, chroot, systemd-nspawn); run it with sudo."
 [[ -f $ORIGIN/scripts/provision.sh ]] || fail "$ORIGIN is not the kzymy project."
 export PATH=$HOST_PATH:$PATH
 declare -A TOOL_PACKAGE=([debootstrap]=debootstrap [systemd-nspawn]=systemd-container [zstd]=zstd
-	[gpg]=gnupg [nsenter]=util-linux [unshare]=util-linux)
+	[gpg]=gnupg [nsenter]=util-linux [unshare]=util-linux [rsync]=rsync)
 need=()
 for tool in "${!TOOL_PACKAGE[@]}"; do
 	command -v "$tool" >/dev/null || need+=("${TOOL_PACKAGE[$tool]}")
@@ -213,7 +213,6 @@ MIRROR=${KZYMY_DEBIAN_MIRROR:-$(awk '/^URIs:/ && $2 !~ /security/ { print $2; ex
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 readonly MIRROR
 mkdir -p "$CACHE"
-command -v rsync >/dev/null || fail "rsync is missing on the host (apt-get install rsync)."
 rsync -a --delete --exclude=/.git/ --exclude=/.vagrant/ --exclude=/.cache/ --exclude=/node_modules/ \
 	--exclude=/dist/ --exclude=/data/ --exclude=/maildirs/ --exclude=/test-output/ "$ORIGIN/" "$SRC/" ||
 	fail "could not copy $ORIGIN to $SRC."
@@ -389,7 +388,7 @@ inside /usr/bin/env KZYMY_DOMAIN="$DOMAIN" /vagrant/scripts/provision.sh /vagran
 	fail "provision.sh failed on the booted system; see $CACHE/provision-3.log."
 }
 grep -qF "http://$onion/" "$CACHE/provision-3.log" || fail "provision.sh on the booted system did not print the onion address."
-grep -qF "*.$DOMAIN.   IN MX" "$CACHE/provision-3.log" || fail "provision.sh did not print the wildcard MX record."
+grep -qF "*.$DOMAIN.  IN MX 10 mx.$DOMAIN." "$CACHE/provision-3.log" || fail "provision.sh did not print the wildcard MX record."
 sed -n '/^kzymy appliance provisioned/,$p' "$CACHE/provision-3.log"
 check_out=$(inside /usr/local/bin/kzymy-server check 2>&1) || fail "kzymy-server check failed on the appliance: $check_out"
 grep -qF "${onion%.onion}" <<<"$check_out" || fail "kzymy-server check does not show the onion address: $check_out"
@@ -456,6 +455,7 @@ say "the message text is nowhere in plaintext (/var /tmp /run /etc /opt)"
 
 phase "systemd-analyze security"
 security=$(inside systemd-analyze security --no-pager kzymy.service 2>&1) || true
+printf '%s\n' "$security" >"$CACHE/security.txt"
 exposure=$(sed -n 's/.*Overall exposure level for kzymy.service: \([0-9.]*\).*/\1/p' <<<"$security")
 [[ -n $exposure ]] || fail "systemd-analyze security gave no exposure level: $(tail -n 3 <<<"$security")"
 say "systemd-analyze security kzymy.service: exposure $exposure (must be < $MAX_EXPOSURE)"
