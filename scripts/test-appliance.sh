@@ -376,7 +376,12 @@ say "onion hostname: $onion"
 inside runuser -u kzymy -g kzymy -G debian-tor -- cat "$hostname_file" >/dev/null ||
 	fail "the kzymy user (group debian-tor) cannot read $hostname_file."
 inside nft list table inet kzymy >/dev/null || fail "the kzymy nftables rule set is not loaded."
-listeners=$(inside ss -Htln)
+# Type=exec: "active" once node runs; give it time to listen.
+for _ in $(seq 1 150); do
+	listeners=$(inside ss -Htln)
+	grep -Eq ' 0\.0\.0\.0:25 ' <<<"$listeners" && grep -Eq ' 127\.0\.0\.1:8080 ' <<<"$listeners" && break
+	sleep 0.2
+done
 grep -Eq '^LISTEN .* 0\.0\.0\.0:25 ' <<<"$listeners" || fail "nothing listens on 0.0.0.0:25: $listeners"
 grep -Eq '^LISTEN .* 127\.0\.0\.1:8080 ' <<<"$listeners" || fail "the web listener is not on 127.0.0.1:8080: $listeners"
 if grep -Eq ' (0\.0\.0\.0|\*|\[::\]):8080 ' <<<"$listeners"; then fail "the web listener is reachable beyond loopback: $listeners"; fi
@@ -387,9 +392,14 @@ inside /usr/bin/env KZYMY_DOMAIN="$DOMAIN" /vagrant/scripts/provision.sh /vagran
 	tail -n 20 "$CACHE/provision-3.log"
 	fail "provision.sh failed on the booted system; see $CACHE/provision-3.log."
 }
+if grep -E '^provision: (wrote|building|installing|created|restarting)' "$CACHE/provision-3.log"; then
+	fail "provision.sh on the booted system changed or restarted something (see $CACHE/provision-3.log)."
+fi
 grep -qF "http://$onion/" "$CACHE/provision-3.log" || fail "provision.sh on the booted system did not print the onion address."
 grep -qF "*.$DOMAIN.  IN MX 10 mx.$DOMAIN." "$CACHE/provision-3.log" || fail "provision.sh did not print the wildcard MX record."
 sed -n '/^kzymy appliance provisioned/,$p' "$CACHE/provision-3.log"
+inside journalctl -u kzymy.service -b -o cat --no-pager | grep -qF "$onion" ||
+	fail "kzymy.service did not log the onion address: the service cannot read $hostname_file."
 check_out=$(inside /usr/local/bin/kzymy-server check 2>&1) || fail "kzymy-server check failed on the appliance: $check_out"
 grep -qF "${onion%.onion}" <<<"$check_out" || fail "kzymy-server check does not show the onion address: $check_out"
 
