@@ -101,6 +101,7 @@ export function randomUsername(): string {
 /** A local part as the policy compares it: lower case, 1-64 printable characters, no @ or spaces. */
 export function normalizeLocalPart(local: string): string | null {
   const l = local.trim().toLowerCase();
+  // eslint-disable-next-line no-control-regex -- refusing control characters is the point
   if (l.length < 1 || l.length > 64 || /[\s@<>()[\]\\,;:"\x00-\x1f\x7f]/.test(l)) return null;
   return l;
 }
