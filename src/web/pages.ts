@@ -5,7 +5,7 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { readForm } from './body.js';
-import { serverFor, type PendingSignup, type Web } from './context.js';
+import { onionHost, serverFor, type PendingSignup, type Web } from './context.js';
 import { WebError } from './errors.js';
 import { fetchCommand } from './mail.js';
 import { STYLE_CSS } from './style.js';
@@ -65,7 +65,7 @@ export function pagesRouter(web: Web): Router {
   const home = (ctx: Context, status = 200, error?: string, keyText?: string): void => {
     ctx.status = status;
     ctx.type = 'html';
-    ctx.body = homePage({ domain: config.domain, csrf: formToken(web), error, keyText });
+    ctx.body = homePage({ domain: config.domain, onion: onionHost(web), csrf: formToken(web), error, keyText });
   };
 
   router.get('/', (ctx) => home(ctx));

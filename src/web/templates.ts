@@ -37,6 +37,8 @@ function errorBox(message: string | undefined): SafeHtml {
 
 export interface HomeView {
   domain: string;
+  /** This service's onion address, when tor has published it. */
+  onion?: string | null;
   csrf: string;
   error?: string;
   keyText?: string;
@@ -50,6 +52,7 @@ export function homePage(v: HomeView): string {
 <code>anything@USERNAME.${v.domain}</code> reaches you. Each message is encrypted to your
 OpenPGP key the moment it arrives, and you fetch it over this onion service.
 kzymy receives mail only.</p>
+${v.onion ? html`<p>This service: <code id="onion">${v.onion}</code></p>` : html``}
 ${errorBox(v.error)}
 <form method="post" action="/signup" enctype="multipart/form-data">
 <input type="hidden" name="csrf" value="${v.csrf}">

@@ -24,6 +24,9 @@ describe('tor: managed tor child', function () {
     requireBinaries(this, 'tor');
     tmp = await tempDir('kzymy-tor-');
     config = loadConfig({ env: { KZYMY_DATA_DIR: tmp.dir, KZYMY_WEB_PORT: '18080', KZYMY_TOR_MANAGE: '1', PATH: process.env.PATH } });
+    // Tests never reach the public Tor network: tor makes the onion keys and writes the
+    // hostname without any network.
+    config.tor.extraConfig = ['DisableNetwork 1'];
   });
   after(async () => tmp?.cleanup());
 
@@ -63,7 +66,7 @@ describe('tor: managed tor child', function () {
   });
 
   it("reports tor's own words when it exits early", async () => {
-    const broken = { ...config, tor: { ...config.tor, extraConfig: ['NoSuchTorOption 1'] } };
+    const broken = { ...config, tor: { ...config.tor, extraConfig: ['DisableNetwork 1', 'NoSuchTorOption 1'] } };
     const err = await startManagedTor({ config: broken, logger: silentLogger }).then(
       () => null,
       (e: Error) => e,
