@@ -206,7 +206,8 @@ done
 if ((${#need[@]})); then
 	say "installing host packages: ${need[*]}"
 	# --no-install-recommends: systemd-container would otherwise upgrade the host's systemd.
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" ||
+	host_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"; }
+	host_install || { apt-get update -q && host_install; } ||
 		fail "could not install the host tools (${need[*]}); install them with apt-get."
 fi
 MIRROR=${KZYMY_DEBIAN_MIRROR:-$(awk '/^URIs:/ && $2 !~ /security/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
