@@ -152,8 +152,8 @@ trap 'fail "interrupted."' INT TERM
 # --- helpers ---------------------------------------------------------------------------
 # Runs a command chrooted in ROOT, in a private mount namespace (so no mount outlives
 # it), with /proc, /dev, the project on /vagrant (read-only), the npm cache and the
-# host's CA bundle (on /run, which the booted system hides: a TLS-inspecting proxy
-# between this host and the npm registry must be trusted in the chroot as well).
+# host's CA bundle (on /run, which the booted system hides), so that npm in the chroot
+# trusts exactly the certificate authorities the host trusts.
 in_chroot() {
 	mkdir -p "$CACHE/npm" "$ROOT/vagrant" "$ROOT/root/.npm" "$ROOT/run/kzymy-test"
 	touch "$ROOT/run/kzymy-test/ca.crt"
