@@ -6,8 +6,10 @@ import { runAliases, runCatchAll, runDeleteAccount, runKeyUpdate, runSignup, run
 import { Context, type GlobalOptions } from '../client/context.js';
 import { runFetch } from '../client/fetch.js';
 import { DEFAULT_PROXY } from '../client/target.js';
+import { quietExperimentalCryptoWarnings } from './warnings.js';
 import { exitWith } from './errors.js';
 
+quietExperimentalCryptoWarnings();
 const PROG = 'kzymy-client';
 const out = (line: string): void => void process.stdout.write(line + '\n');
 

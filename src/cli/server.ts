@@ -4,10 +4,12 @@
 import { Command, CommanderError } from 'commander';
 import { loadConfig, type Config } from '../config/index.js';
 import { createLogger } from '../config/log.js';
+import { quietExperimentalCryptoWarnings } from './warnings.js';
 import { exitWith, UsageError } from './errors.js';
 import * as op from './operator.js';
 import { runServer } from './server-app.js';
 
+quietExperimentalCryptoWarnings();
 const PROG = 'kzymy-server';
 const out = (line: string): void => void process.stdout.write(line + "\n");
 
