@@ -10,7 +10,7 @@
 // 2. Enhanced status codes. smtp-server prefixes every reply with an enhanced code looked
 //    up from the basic code alone (550 -> 5.1.1), so "550 5.7.1 relay denied" would come
 //    out as "550 5.1.1 5.7.1 ...". A reply text that already starts with an enhanced code
-//    is sent as it is.
+//    is sent as it is, and an over-long command line is reported as such.
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
@@ -47,6 +47,9 @@ export function applySmtpServerPatches(): void {
 
   const send = proto.send;
   proto.send = function patchedSend(this: ConnectionInternals, code: number, data?: unknown, context?: unknown) {
+    // An over-long command line ends the session with 421; its generic 4.4.2 ("timeout")
+    // would mislead the client, so say what happened: a syntax problem (X.5.0).
+    if (code === 421 && data === 'Error: Command line too long') data = '4.5.0 Command line too long; closing connection';
     if (typeof data === 'string' && ENHANCED.test(data)) context = false;
     return send.call(this, code, data, context);
   };

@@ -10,6 +10,7 @@ import { swaks, swaksWire } from '../helpers/swaks.js';
 import { GOOD_GPG_KEY_KINDS, gpg, makeGpgKey, makeSqKey, gpgDecryptPgpMime, parsePgpMime, sqDecrypt, type TestKey } from '../helpers/gpg.js';
 import { tempDir } from '../helpers/env.js';
 import { marker, rawMessage, newFiles, filesContaining } from '../helpers/mail.js';
+import { sendRaw } from '../helpers/smtp-client.js';
 
 async function addUser(srv: RunningServer, key: TestKey): Promise<string> {
   const f = path.join(srv.base, `key-${key.fingerprint}.asc`);
@@ -158,6 +159,20 @@ describe('SMTP limits (real server)', function () {
       expect(ehlo).to.match(/SIZE 20000/);
       expect(await newFiles(srv.maildirRoot, user)).to.deep.equal([]);
       expect(await readdir(path.join(srv.maildirRoot, user, 'tmp'))).to.deep.equal([]);
+    } finally {
+      await srv.cleanup();
+    }
+  });
+
+  it('limits recipients per message (452 4.5.3) and command line length', async function () {
+    const srv = await startServer({ config: { smtp: { maxRecipients: 2, maxLineLength: 1024 } } });
+    try {
+      const user = await addUser(srv, await makeGpgKey('ed25519'));
+      const r = await sendRaw(srv.smtpPort, [`a@${user}.${srv.domain}`, `b@${user}.${srv.domain}`, `c@${user}.${srv.domain}`], rawMessage(marker()));
+      expect(r.reply).to.match(/^452 4\.5\.3 /);
+      const long = await swaks({ port: srv.smtpPort, to: `${'x'.repeat(1500)}@${user}.${srv.domain}`, body: 'x' });
+      expect(long.last).to.match(/^421 4\.5\.0 Command line too long/);
+      expect(await newFiles(srv.maildirRoot, user)).to.deep.equal([]);
     } finally {
       await srv.cleanup();
     }
