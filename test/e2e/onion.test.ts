@@ -7,7 +7,7 @@
 // and that no process of the suite outlives it.
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
@@ -81,6 +81,8 @@ describe('e2e: signup and pickup through a kzymy onion service on a private Tor 
     watch?.stop();
     if (server) {
       const code = await server.srv.stop();
+      // Kept for reading after a run (test-output/ is not committed).
+      await writeFile(path.join(OUT, 'kzymy-server.log'), server.srv.output());
       if (code !== 0) problems.push(`kzymy-server exited with ${code} on SIGTERM:\n${server.srv.output().split('\n').slice(-10).join('\n')}`);
     }
     await network?.stop();
@@ -100,7 +102,7 @@ describe('e2e: signup and pickup through a kzymy onion service on a private Tor 
     }
     await server?.srv.cleanup();
     await tmp?.cleanup();
-    console.log(`      suite wall time ${s(Date.now() - suiteStart)}; ${pids.size} processes started, checked gone`);
+    console.log(`      suite wall time ${s(Date.now() - suiteStart)}; ${pids.size} processes started, ${left.length ? `${left.length} LEFT RUNNING (killed)` : 'none left running'}`);
     if (left.length) problems.push(`processes of the suite still running after it:\n  ${left.join('\n  ')}`);
     if (problems.length) throw new Error(problems.join('\n'));
   });
@@ -164,7 +166,24 @@ describe('e2e: signup and pickup through a kzymy onion service on a private Tor 
     expect(users.find((u) => u.username === browserUsername)?.fingerprint).to.equal(key.fingerprint);
     // Everything the page asked for was on the onion (no other host, no direct address).
     expect(requested.filter((u) => !u.startsWith(`${onionUrl}/`))).to.deep.equal([]);
-    console.log(`      browser: first page ${s(firstPageMs)}, whole signup ${s(Date.now() - t0)}; username ${browserUsername}`);
+    const signupMs = Date.now() - t0;
+
+    // The page's own fetch command works as shown (plus what a test machine needs: a
+    // profile file, the GnuPG home and the SOCKS port), through the onion.
+    const shown = (await page.textContent('#command'))!.trim().split(/\s+/);
+    expect(shown.slice(0, 2)).to.deep.equal(['kzymy-client', 'fetch']);
+    const maildir = path.join(tmp!.dir, 'browser-user', 'Maildir');
+    const args = shown.slice(1).map((a) => (a === '~/Maildir' ? maildir : a));
+    traces.browserUserFetch = path.join(tmp!.dir, 'browser-user-fetch.strace');
+    const r = await runClient(
+      [...args, '--config', path.join(tmp!.dir, 'browser-user', 'client.json'), '--gnupghome', key.gnupghome, '--proxy', `socks5h://127.0.0.1:${socks}`],
+      { onPid: (pid) => pids.set(pid, 'kzymy-client (under strace)'), traceLog: traces.browserUserFetch },
+    );
+    expect(r.code, r.stderr + r.stdout).to.equal(0);
+    const got = await readdir(path.join(maildir, 'new'));
+    expect(got).to.have.length(1);
+    expect(await readFile(path.join(maildir, 'new', got[0]!), 'utf8')).to.include(`Your username is ${browserUsername}.`);
+    console.log(`      browser: first page ${s(firstPageMs)}, whole signup ${s(signupMs)}; username ${browserUsername}; the page's fetch command ${s(r.ms)}`);
   });
 
   it('kzymy-client signs up and fetches through the onion; swaks mail arrives decrypted', async function () {
@@ -222,7 +241,7 @@ describe('e2e: signup and pickup through a kzymy onion service on a private Tor 
     //    to 2001:4860:4860::8888:443); none of those may name 127.0.0.1 or the web port.
     await context?.close(); // the browser's trace is complete once it has exited
     context = null;
-    expect(Object.keys(traces).sort()).to.deep.equal(['chromium', 'fetch', 'signup']);
+    expect(Object.keys(traces).sort()).to.deep.equal(['browserUserFetch', 'chromium', 'fetch', 'signup']);
     const counts: string[] = [];
     for (const [who, log] of Object.entries(traces)) {
       const connects = await readConnects(log);
