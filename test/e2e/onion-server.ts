@@ -39,6 +39,13 @@ export async function startOnionServer(net: TorNetwork, dir: string, opts: { tim
       },
     },
   });
+  // startServer has no exit hook: if this process ends before the suite's after hook
+  // stopped the server, a SIGTERM makes it stop its tor and exit (tor also watches it).
+  const onExit = (): void => {
+    if (srv.child.exitCode === null && srv.child.signalCode === null) srv.child.kill('SIGTERM');
+  };
+  process.once('exit', onExit);
+  void new Promise((r) => srv.child.once('exit', r)).then(() => process.off('exit', onExit));
   const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
   try {
     for (;;) {
