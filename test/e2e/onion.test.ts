@@ -42,7 +42,7 @@ describe('e2e: signup and pickup through a kzymy onion service on a private Tor 
   const traces: Record<string, string> = {};
 
   before(async function () {
-    requireBinaries(this, 'tor', 'tor-gencert', 'chromium', 'gpg', 'swaks');
+    requireBinaries(this, 'tor', 'tor-gencert', 'chromium', 'gpg', 'swaks', 'strace');
     tmp = await tempDir('kzymy-e2e-onion-');
     await mkdir(OUT, { recursive: true });
 
