@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   gnupg sq swaks postfix python3-dkim openssl tor chromium
   shellcheck nftables debootstrap systemd-container zstd vagrant
-  rsync util-linux ca-certificates procps iproute2
+  strace rsync util-linux ca-certificates procps iproute2
 )
 
 missing=()

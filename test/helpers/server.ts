@@ -84,6 +84,10 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // A test run that aborts must not leave a server behind.
+  const reap = () => child.kill('SIGKILL');
+  process.once('exit', reap);
+  void exited.then(() => process.off('exit', reap));
 
   const listening = await new Promise<{ smtp: { port: number }; web: { port: number } | null }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`kzymy-server did not start in 30 s:\n${out}`)), 30_000);
