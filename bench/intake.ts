@@ -358,6 +358,8 @@ async function main(): Promise<void> {
       profiles.push({ mode, summary });
       log(`  profile ${mode.id}: ${fmt(r.acceptRate)} msg/s under the profiler; busy ${fmt((summary.totalMs - summary.idleMs) / 1000, 1)} s of ${fmt(summary.totalMs / 1000, 1)} s`);
       for (const [c, ms, share] of summary.components.slice(0, 8)) log(`    ${fmt(share * 100, 1).padStart(5)} %  ${fmt(ms).padStart(6)} ms  ${c}`);
+      log('    by owner:');
+      for (const [c, ms, share] of summary.owners.slice(0, 6)) log(`    ${fmt(share * 100, 1).padStart(5)} %  ${fmt(ms).padStart(6)} ms  ${c}`);
     }
   }
 
@@ -464,6 +466,10 @@ function renderReport(r: ReportInput): { table: string; doc: string } {
           '|---|---:|---:|',
           ...summary.components.slice(0, 10).map(([c, ms, s]) => `| ${c} | ${fmt(ms)} ms | ${fmt(s * 100, 1)} % |`),
           '',
+          '| owner (nearest kzymy or npm frame) | time | share |',
+          '|---|---:|---:|',
+          ...summary.owners.slice(0, 10).map(([c, ms, s]) => `| ${c} | ${fmt(ms)} ms | ${fmt(s * 100, 1)} % |`),
+          '',
           '| function | self time | share |',
           '|---|---:|---:|',
           ...summary.functions.slice(0, 12).map(([f, ms, s]) => `| \`${f.replace(/\|/g, '\\|')}\` | ${fmt(ms)} ms | ${fmt(s * 100, 1)} % |`),
@@ -501,7 +507,9 @@ ${bigRows.join('\n')}
   logging to a file) answers \`250\` once the message is in its queue (fsynced by \`cleanup(8)\`),
   then delivers it. "Accepted" is \`smtp-source\`'s run time; "delivered to Maildir" runs until
   all ${N} files are in \`new/\`. Postfix's comparable figure, mail readable in a Maildir, is the
-  delivered one; it writes plain text and encrypts nothing.
+  delivered one; it writes plain text and encrypts nothing. (Postfix's logging, through
+  \`postlogd\` to a file, made no difference beyond run-to-run noise in a separate check when this
+  benchmark was written; kzymy logs one JSON line per message at its default level, to a file.)
 - **One message a connection** pays a TCP connection, greeting, EHLO and QUIT per message; **\`-d\`**
   sends them all over ${MODES[1]!.sessions} connections. kzymy is one Node process (one core of
   ${cpus().length}); Postfix spreads over many processes.

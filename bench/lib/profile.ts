@@ -6,6 +6,7 @@ interface CpuNode {
   id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };
   hitCount?: number;
+  children?: number[];
 }
 interface CpuProfile {
   nodes: CpuNode[];
@@ -17,8 +18,11 @@ interface CpuProfile {
 
 export interface ProfileSummary {
   totalMs: number;
-  /** [component, ms, share of busy time] — busy = everything but (idle). */
+  /** [component, ms, share of busy time] — busy = everything but (idle). A native frame counts
+   *  for the JavaScript that called it (fs, net, crypto). */
   components: Array<[string, number, number]>;
+  /** The same time by owner: the nearest kzymy or npm frame up the stack (who asked for the work). */
+  owners: Array<[string, number, number]>;
   /** [function @ file:line, ms, share of busy time] */
   functions: Array<[string, number, number]>;
   idleMs: number;
@@ -35,7 +39,7 @@ function component(url: string, fn: string, root: string): string {
   const u = url.replace(/^file:\/\//, '');
   const nm = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(u);
   if (nm) return `npm: ${nm[1]}`;
-  if (u.startsWith('node:')) return `node: ${u.slice(5).split('/')[0]}`;
+  if (u.startsWith('node:')) return `node: ${u.slice(5).split('/').slice(0, 2).join('/')}`;
   const rel = path.relative(root, u);
   if (!rel.startsWith('..')) {
     const parts = rel.split(path.sep);
@@ -54,7 +58,30 @@ export async function summariseProfile(file: string, root: string, top = 15): Pr
     const dt = (p.timeDeltas[i + 1] ?? 0) / 1000;
     self.set(p.samples[i]!, (self.get(p.samples[i]!) ?? 0) + dt);
   }
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const special = new Set(['(garbage collector)', '(idle)', '(program)', '(root)']);
+  /** Leaf component; a native function takes the component of its nearest JavaScript caller. */
+  const leafComponent = (n: CpuNode): string => {
+    const { functionName, url } = n.callFrame;
+    if (url || special.has(functionName)) return component(url, functionName, root);
+    for (let id = parent.get(n.id); id !== undefined; id = parent.get(id)) {
+      const a = byId.get(id)!;
+      if (a.callFrame.url) return `${component(a.callFrame.url, a.callFrame.functionName, root)} (native)`;
+    }
+    return component(url, functionName, root);
+  };
+  const ownerOf = (n: CpuNode): string => {
+    if (special.has(n.callFrame.functionName)) return component('', n.callFrame.functionName, root);
+    for (let id: number | undefined = n.id; id !== undefined; id = parent.get(id)) {
+      const a = byId.get(id)!;
+      const c = a.callFrame.url ? component(a.callFrame.url, a.callFrame.functionName, root) : '';
+      if (c.startsWith('kzymy:') || c.startsWith('npm:')) return c;
+    }
+    return 'node/V8 only (no kzymy or npm frame on the stack)';
+  };
   const comps = new Map<string, number>();
+  const owners = new Map<string, number>();
   const fns = new Map<string, number>();
   let idleMs = 0;
   let totalMs = 0;
@@ -63,12 +90,14 @@ export async function summariseProfile(file: string, root: string, top = 15): Pr
     if (!n) continue;
     totalMs += ms;
     const { functionName, url, lineNumber } = n.callFrame;
-    const c = component(url, functionName, root);
+    const c = leafComponent(n);
     if (c === '(idle)') {
       idleMs += ms;
       continue;
     }
     comps.set(c, (comps.get(c) ?? 0) + ms);
+    const o = ownerOf(n);
+    owners.set(o, (owners.get(o) ?? 0) + ms);
     const where = url ? `${path.relative(root, url.replace(/^file:\/\//, '')) || url}:${lineNumber + 1}` : 'native';
     const key = `${functionName || '(anonymous)'} @ ${where.replace(/^node_modules\//, '')}`;
     fns.set(key, (fns.get(key) ?? 0) + ms);
@@ -76,5 +105,5 @@ export async function summariseProfile(file: string, root: string, top = 15): Pr
   const busy = totalMs - idleMs;
   const sorted = (m: Map<string, number>) =>
     [...m.entries()].sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, v]): [string, number, number] => [k, v, busy ? v / busy : 0]);
-  return { totalMs, idleMs, components: sorted(comps), functions: sorted(fns) };
+  return { totalMs, idleMs, components: sorted(comps), owners: sorted(owners), functions: sorted(fns) };
 }
