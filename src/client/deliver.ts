@@ -3,6 +3,7 @@
 import { spawn } from 'node:child_process';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import { fsyncPath } from '../maildir/index.js';
 import { nameWithSize, uniqueName } from '../maildir/names.js';
 import { ClientError, DeliveryError, EXIT_TEMPFAIL } from './errors.js';
 import type { Gnupg } from './gnupg.js';
@@ -24,14 +25,6 @@ export interface Destination {
   describe(): string;
 }
 
-async function fsyncPath(p: string): Promise<void> {
-  const fh = await open(p, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
 
 /** DIR is the Maildir itself: DIR/{tmp,new,cur}, folders 0700, files 0600. */
 export class MaildirDestination implements Destination {

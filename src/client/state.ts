@@ -4,6 +4,7 @@
 import { chmod, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
+import { fsyncPath } from '../maildir/index.js';
 import { ClientError } from './errors.js';
 
 export interface Profile {
@@ -29,14 +30,6 @@ export function defaultProfilePath(env: NodeJS.ProcessEnv = process.env): string
   return path.join(base, 'kzymy', 'client.json');
 }
 
-async function fsyncPath(p: string): Promise<void> {
-  const fh = await open(p, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
 
 /** Writes `data` to `file` atomically (tmp, fsync, rename, fsync folder), mode 0600. */
 async function writeDurably(file: string, data: string): Promise<void> {

@@ -8,7 +8,8 @@
 // before their rename, so it cannot count for them).
 import { open } from 'node:fs/promises';
 
-async function fsyncDir(dir: string): Promise<void> {
+/** fsync of a file or directory by path (a directory's entries become durable). */
+export async function fsyncPath(dir: string): Promise<void> {
   const fh = await open(dir, 'r');
   try {
     await fh.sync();
@@ -40,7 +41,7 @@ export class DirSyncer {
   }
 
   private start(): Promise<void> {
-    const p: Promise<void> = fsyncDir(this.dir).finally(() => {
+    const p: Promise<void> = fsyncPath(this.dir).finally(() => {
       if (this.running === p) this.running = null;
     });
     this.running = p;
