@@ -6,7 +6,7 @@ import { access, chmod, constants, mkdir, readFile, statfs } from 'node:fs/promi
 import { X509Certificate } from 'node:crypto';
 import path from 'node:path';
 import type { Config } from '../config/index.js';
-import { checkPublicKey } from '../pgp/index.js';
+import { checkPublicKey, keyRecord } from '../pgp/index.js';
 import { readOnionAddress } from '../tor/index.js';
 import { openStores, purge } from './server-app.js';
 import type { User } from '../registry/index.js';
@@ -135,7 +135,7 @@ export async function usersAdd(config: Config, keyFile: string): Promise<string>
   }
   const key = await checkPublicKey(input);
   const { registry, maildir } = await openStores(config);
-  const user = await registry.add({ fingerprint: key.fingerprint, publicKey: key.publicKey, keyExpiresAt: key.expiresAt?.toISOString() ?? null });
+  const user = await registry.add(keyRecord(key));
   await maildir.ensureUser(user.username);
   return user.username;
 }

@@ -43,6 +43,11 @@ export interface CheckedKey {
 
 export type KeyStatus = 'ok' | 'expired' | 'revoked' | 'no-encryption-subkey';
 
+/** What the registry stores of a checked key: public data only. */
+export function keyRecord(k: CheckedKey): { fingerprint: string; publicKey: string; keyExpiresAt: string | null } {
+  return { fingerprint: k.fingerprint, publicKey: k.publicKey, keyExpiresAt: k.expiresAt ? k.expiresAt.toISOString() : null };
+}
+
 /** Largest key input accepted, armored or binary (SPEC 2.4). */
 export const MAX_KEY_BYTES = 64 * 1024;
 

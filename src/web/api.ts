@@ -3,6 +3,7 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import { MaildirError, MaildirStore } from '../maildir/index.js';
 import { RegistryError, type User } from '../registry/index.js';
+import { keyRecord } from '../pgp/index.js';
 import { createChallenge, endSessions, issueToken, requireToken, type AuthState } from './auth.js';
 import { codeMatches, encryptCode, hashCode, newCode, randomId } from './challenge.js';
 import { onionHost, serverFor, type Web } from './context.js';
@@ -208,11 +209,7 @@ export function apiRouter(web: Web): Router {
     const body = await json(ctx);
     const { user } = auth(ctx);
     const key = await checkKey(web, str(body, 'publicKey', 'an ASCII-armored public key'));
-    const record = {
-      fingerprint: key.fingerprint,
-      publicKey: key.publicKey,
-      keyExpiresAt: key.expiresAt ? key.expiresAt.toISOString() : null,
-    };
+    const record = keyRecord(key);
     if (key.fingerprint === user.fingerprint) {
       const updated = await registry.setKey(user.username, record);
       keys.delete(user.fingerprint);
@@ -251,11 +248,7 @@ export function apiRouter(web: Web): Router {
     }
     let updated: User;
     try {
-      updated = await registry.setKey(user.username, {
-        fingerprint: pending.key.fingerprint,
-        publicKey: pending.key.publicKey,
-        keyExpiresAt: pending.key.expiresAt ? pending.key.expiresAt.toISOString() : null,
-      });
+      updated = await registry.setKey(user.username, keyRecord(pending.key));
     } catch (err) {
       if (err instanceof RegistryError && err.code === 'duplicate-key') throw new WebError(409, 'key-registered', REGISTERED);
       throw err;

@@ -1,6 +1,6 @@
 // Signup, shared by the pages and the API: key in -> challenge out; code in -> account.
 // Nothing is created before the right code returns.
-import { checkPublicKey, KeyError } from '../pgp/index.js';
+import { checkPublicKey, keyRecord, KeyError } from '../pgp/index.js';
 import { RegistryError, type User } from '../registry/index.js';
 import { codeMatches, encryptCode, hashCode, newCode, randomId } from './challenge.js';
 import type { PendingSignup, Web } from './context.js';
@@ -80,11 +80,7 @@ export async function confirmSignup(
   const { registry, maildir, logger } = web.deps;
   let user: User;
   try {
-    user = await registry.add({
-      fingerprint: pending.key.fingerprint,
-      publicKey: pending.key.publicKey,
-      keyExpiresAt: pending.key.expiresAt ? pending.key.expiresAt.toISOString() : null,
-    });
+    user = await registry.add(keyRecord(pending.key));
   } catch (err) {
     if (err instanceof RegistryError && err.code === 'duplicate-key') throw new WebError(409, 'key-registered', REGISTERED);
     throw err;
