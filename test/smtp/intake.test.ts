@@ -178,6 +178,46 @@ describe('SMTP limits (real server)', function () {
     }
   });
 
+  it('refuses connections over smtp.maxClients with 421 and serves the others', async function () {
+    const srv = await startServer({ config: { smtp: { maxClients: 2 } } });
+    const net = await import('node:net');
+    const greet = () =>
+      new Promise<{ line: string; sock: import('node:net').Socket }>((resolve, reject) => {
+        const sock = net.connect(srv.smtpPort, '127.0.0.1');
+        sock.once('data', (d) => resolve({ line: d.toString().split('\r\n')[0]!, sock }));
+        sock.once('error', reject);
+      });
+    try {
+      const a = await greet();
+      const b = await greet();
+      const c = await greet();
+      expect(a.line).to.match(/^220 /);
+      expect(b.line).to.match(/^220 /);
+      expect(c.line).to.match(/^421 4\.7\.0 .*Too many connected clients/);
+      for (const x of [a, b, c]) x.sock.destroy();
+    } finally {
+      await srv.cleanup();
+    }
+  });
+
+  it('closes an idle connection after smtp.idleTimeoutMs with 421 4.4.2', async function () {
+    const srv = await startServer({ config: { smtp: { idleTimeoutMs: 1000 } } });
+    const net = await import('node:net');
+    try {
+      const text = await new Promise<string>((resolve, reject) => {
+        let got = '';
+        const sock = net.connect(srv.smtpPort, '127.0.0.1');
+        sock.on('data', (d) => (got += d.toString()));
+        sock.on('close', () => resolve(got));
+        sock.on('error', reject);
+      });
+      expect(text).to.match(/^220 /);
+      expect(text).to.match(/\r\n421 4\.4\.2 /);
+    } finally {
+      await srv.cleanup();
+    }
+  });
+
   it('answers 452 4.2.2 for a user over quota', async function () {
     const srv = await startServer({ config: { limits: { quotaBytes: 4096 } } });
     try {
