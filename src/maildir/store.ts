@@ -116,6 +116,8 @@ export class MaildirStore {
   private readonly now: () => number;
   /** Users whose folders this process has made or checked: deliver skips the mkdirs. */
   private readonly ready = new Map<string, Promise<void>>();
+  /** Users removed by this process: a delivery still in flight must not bring their folder back. */
+  private readonly removed = new Set<string>();
   private readonly syncers = new Map<string, DirSyncer>();
   private readonly usageCache = new Map<string, UsageCache>();
   private readonly scans = new Map<string, ScanInFlight>();
@@ -144,6 +146,17 @@ export class MaildirStore {
 
   /** Creates root (not its parents), root/USER and its tmp/new/cur, mode 0700, durably. */
   async ensureUser(user: string): Promise<void> {
+    this.removed.delete(user); // an explicit (re)creation
+    return this.prepareUser(user);
+  }
+
+  private gone(user: string): MaildirError {
+    return new MaildirError('not-found', `The mailbox of ${user} no longer exists.`);
+  }
+
+  /** Creates the user's folders once per process, unless the user was removed. */
+  private async prepareUser(user: string): Promise<void> {
+    if (this.removed.has(user)) throw this.gone(user);
     const dir = this.userDir(user);
     let pending = this.ready.get(user);
     if (!pending) {
@@ -184,7 +197,7 @@ export class MaildirStore {
     } catch (err) {
       if (errno(err) !== 'ENOENT') throw err;
       this.ready.delete(user);
-      await this.ensureUser(user);
+      await this.prepareUser(user);
       return await open(tmpPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, FILE_MODE);
     }
   }
@@ -192,7 +205,7 @@ export class MaildirStore {
   /** Writes tmp/, fsyncs, renames into new/, fsyncs new/. Resolves only when durable; on failure no file remains. */
   async deliver(user: string, content: Uint8Array | Readable | AsyncIterable<Uint8Array>): Promise<MessageInfo> {
     const dir = this.userDir(user);
-    await this.ensureUser(user);
+    await this.prepareUser(user);
     const receivedAtMs = performance.timeOrigin + performance.now();
     const unique = uniqueName(receivedAtMs);
     const tmpPath = path.join(dir, 'tmp', unique);
@@ -226,6 +239,7 @@ export class MaildirStore {
       await rename(tmpPath, target);
       newPath = target;
       await this.syncer(path.join(dir, 'new')).sync();
+      if (this.removed.has(user)) throw this.gone(user); // deleted while this copy was written
       const receivedAt = timeFromName(unique) ?? Math.floor(receivedAtMs);
       this.noteAdded(user, id, size, receivedAt);
       return { id, size, receivedAt: new Date(receivedAt) };
@@ -314,6 +328,7 @@ export class MaildirStore {
 
   async removeUser(user: string): Promise<void> {
     const dir = this.userDir(user);
+    this.removed.add(user);
     this.ready.delete(user);
     this.usageCache.delete(user);
     for (const key of [...this.syncers.keys()]) {

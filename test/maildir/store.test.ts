@@ -342,6 +342,30 @@ describe('MaildirStore', () => {
   });
 
   describe('users, cleanTmp, purge', () => {
+    it('never brings back a removed user: a delivery in flight fails, later ones too, until ensureUser', async () => {
+      await store.ensureUser('carol');
+      const source = new PassThrough();
+      const inFlight = store.deliver('carol', source);
+      source.write(Buffer.alloc(64 * 1024, 'c'));
+      await new Promise((r) => setTimeout(r, 20));
+      await store.removeUser('carol');
+      source.end(Buffer.alloc(1024, 'c'));
+      const err = await inFlight.then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).to.be.instanceOf(Error);
+      const later = await store.deliver('carol', Buffer.from('x')).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(later).to.be.instanceOf(MaildirError).with.property('code', 'not-found');
+      expect(await store.listUsers()).to.not.include('carol');
+      await store.ensureUser('carol');
+      await store.deliver('carol', Buffer.from('x'));
+      expect(await files('carol', 'new')).to.have.length(1);
+    });
+
     it('lists users whose folder names are valid, and removes a user entirely', async () => {
       await store.deliver('alice', Buffer.from('a'));
       await store.ensureUser('bob');
