@@ -143,7 +143,7 @@ export function apiRouter(web: Web): Router {
   router.delete('/messages/:id', authed, async (ctx) => {
     const id = messageId(ctx);
     await maildir.remove(auth(ctx).user.username, id).catch(maildirError);
-    logger.info({ event: 'acknowledged' }, 'pickup');
+    logger.info({ evt: 'acknowledged' }, 'pickup');
     ctx.body = { deleted: id };
   });
 
@@ -181,7 +181,7 @@ export function apiRouter(web: Web): Router {
     web.rotations.deleteWhere((r) => r.username === username);
     keys.delete(auth(ctx).user.fingerprint);
     await maildir.removeUser(username);
-    logger.info({ event: 'account-deleted' }, 'account');
+    logger.info({ evt: 'account-deleted' }, 'account');
     ctx.body = { deleted: username };
   });
 
@@ -213,7 +213,7 @@ export function apiRouter(web: Web): Router {
     if (key.fingerprint === user.fingerprint) {
       const updated = await registry.setKey(user.username, record);
       keys.delete(user.fingerprint);
-      logger.info({ event: 'key-updated' }, 'account');
+      logger.info({ evt: 'key-updated' }, 'account');
       ctx.body = { status: 'updated', fingerprint: updated.fingerprint, keyExpiresAt: updated.keyExpiresAt };
       return;
     }
@@ -256,7 +256,7 @@ export function apiRouter(web: Web): Router {
     keys.delete(user.fingerprint);
     endSessions(web, user.username, tokenKey);
     web.challenges.deleteWhere((c) => c.username === user.username);
-    logger.info({ event: 'key-rotated' }, 'account');
+    logger.info({ evt: 'key-rotated' }, 'account');
     ctx.body = { status: 'rotated', fingerprint: updated.fingerprint, keyExpiresAt: updated.keyExpiresAt };
   });
 

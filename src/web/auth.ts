@@ -53,7 +53,7 @@ export function issueToken(web: Web, challengeId: unknown, code: unknown): { tok
   if (!web.sessions.set(secretKey(token), { username: user.username, expiresAt }, expiresAt, now)) {
     throw new WebError(503, 'unavailable', 'Too many sessions are open right now. Try again in a few minutes.');
   }
-  web.deps.logger.info({ event: 'token-issued' }, 'auth');
+  web.deps.logger.info({ evt: 'token-issued' }, 'auth');
   return { token, username: user.username, expiresAt: new Date(expiresAt) };
 }
 

@@ -64,9 +64,9 @@ export async function sendExpiryNotices(deps: WebDeps, now: Date): Promise<numbe
       sent += await noticesFor(web, user, now);
     } catch (err) {
       const e = err as { name?: string; code?: string };
-      deps.logger.warn({ event: 'notice-failed', err: { name: e.name, code: e.code } }, 'notices');
+      deps.logger.warn({ evt: 'notice-failed', err: { name: e.name, code: e.code } }, 'notices');
     }
   }
-  if (sent > 0) deps.logger.info({ event: 'expiry-notices', count: sent }, 'notices');
+  if (sent > 0) deps.logger.info({ evt: 'expiry-notices', count: sent }, 'notices');
   return sent;
 }

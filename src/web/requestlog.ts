@@ -13,7 +13,7 @@ export function requestLog(logger: Logger) {
       // The router's pattern (e.g. /api/v1/messages/:id), never the concrete path.
       const route = (ctx as Context & { _matchedRoute?: unknown })._matchedRoute;
       logger.info(
-        { method: ctx.method, route: typeof route === 'string' ? route : '(unmatched)', status: ctx.status, ms: Math.round(ms * 10) / 10 },
+        { evt: 'http', method: ctx.method, route: typeof route === 'string' ? route : '(unmatched)', status: ctx.status, ms: Math.round(ms * 10) / 10 },
         'http',
       );
     }

@@ -47,7 +47,7 @@ export async function startSignup(web: Web, input: string | Uint8Array): Promise
   if (!web.signups.set(pending.id, pending, pending.expiresAt, now)) {
     throw new WebError(429, 'rate-limited', 'Too many signups are waiting right now. Try again in a few minutes.', { 'Retry-After': '300' });
   }
-  web.deps.logger.info({ event: 'signup-started' }, 'signup');
+  web.deps.logger.info({ evt: 'signup-started' }, 'signup');
   return pending;
 }
 
@@ -91,8 +91,8 @@ export async function confirmSignup(
   } catch (err) {
     // The account stands; only the welcome is missing. Name and code only in the log.
     const e = err as { name?: string; code?: string };
-    logger.warn({ event: 'welcome-failed', err: { name: e.name, code: e.code } }, 'signup');
+    logger.warn({ evt: 'welcome-failed', err: { name: e.name, code: e.code } }, 'signup');
   }
-  logger.info({ event: 'signup-completed' }, 'signup');
+  logger.info({ evt: 'signup-completed' }, 'signup');
   return user;
 }
