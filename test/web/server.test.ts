@@ -62,8 +62,8 @@ describe('web: listener', function () {
     expect(res.status).to.equal(404);
     await srv.close();
     const line = JSON.parse(logs.find((l) => l.includes('"msg":"http"'))!) as Record<string, unknown>;
-    expect(Object.keys(line).sort()).to.deep.equal(['level', 'method', 'ms', 'msg', 'route', 'status', 'svc', 'time']);
-    expect(line).to.include({ method: 'GET', status: 404, route: '(unmatched)' });
+    expect(Object.keys(line).sort()).to.deep.equal(['evt', 'level', 'method', 'ms', 'msg', 'route', 'status', 'svc', 'time']);
+    expect(line).to.include({ evt: 'http', method: 'GET', status: 404, route: '(unmatched)' });
     expect(logs.join('')).not.to.match(/someone|secret-agent|127\.0\.0\.1|nothing/);
     await fetch(`http://127.0.0.1:${srv.port}/`).then(
       () => expect.fail('still listening after close'),
