@@ -108,7 +108,7 @@ export async function startManagedTor(opts: StartManagedTorOptions): Promise<Man
       lastLine = line.trim().replace(/^[A-Z][a-z]{2} +\d+ [\d:.]+ /, '');
       logger.debug({ tor: lastLine }, 'tor log');
       if (lastLine.startsWith('[warn]')) lastWarning = lastLine;
-      if (lastLine.startsWith('[err]')) logger.error({ tor: lastLine }, 'tor reported an error');
+      if (lastLine.startsWith('[err]')) logger.error({ evt: 'tor-error', tor: lastLine }, 'tor reported an error');
     });
   };
   forward(child.stdout);
@@ -148,8 +148,8 @@ export async function startManagedTor(opts: StartManagedTorOptions): Promise<Man
       throw e;
     }
     if (address && child.pid !== undefined) {
-      logger.info({ pid: child.pid }, 'tor started');
-      logger.info({ onion: address }, 'onion address known');
+      logger.info({ evt: 'tor-started', pid: child.pid }, 'tor started');
+      logger.info({ evt: 'tor-onion', onion: address }, 'onion address known');
       return { onionAddress: address, pid: child.pid, stop };
     }
     if (Date.now() > deadline) {
@@ -169,7 +169,7 @@ function makeStop(child: ChildProcess, exitPromise: Promise<void>, hasExited: ()
       if (child.pid === undefined || hasExited()) return;
       child.kill('SIGTERM');
       const timer = setTimeout(() => {
-        logger.warn({ pid: child.pid }, 'tor did not stop within 10 s; killing it');
+        logger.warn({ evt: 'tor-kill', pid: child.pid }, 'tor did not stop within 10 s; killing it');
         child.kill('SIGKILL');
       }, KILL_AFTER_MS);
       try {
