@@ -3,24 +3,12 @@
 // tor behind. tor runs with DisableNetwork: tests never touch the public Tor network,
 // and tor makes the onion keys without any network.
 import { expect } from 'chai';
-import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { requireBinaries } from '../helpers/env.js';
 import { startServer } from '../helpers/server.js';
+import { processesMentioning } from '../helpers/procs.js';
 
-/** PIDs of processes whose command line mentions `needle`. */
-async function pidsMentioning(needle: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const e of await readdir('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      if ((await readFile(`/proc/${e}/cmdline`, 'utf8')).includes(needle)) pids.push(Number(e));
-    } catch {
-      // gone
-    }
-  }
-  return pids.filter((p) => p !== process.pid);
-}
+const pidsMentioning = async (needle: string): Promise<number[]> => processesMentioning(needle).map((p) => p.pid);
 
 describe('kzymy-server start with a managed tor', function () {
   before(function () {

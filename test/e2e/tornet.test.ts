@@ -9,15 +9,8 @@ import { silentLogger } from '../../src/config/log.js';
 import { isV3Onion, startManagedTor, type ManagedTor } from '../../src/tor/index.js';
 import { requireBinaries, tempDir } from '../helpers/env.js';
 import { startTorNetwork, type TorNetwork } from './tornet/index.js';
+import { alive } from '../helpers/procs.js';
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** PIDs of processes whose command line mentions `text` (here: our temporary folder). */
 function processesMentioning(text: string): number[] {

@@ -5,15 +5,8 @@ import { loadConfig, type Config } from '../../src/config/index.js';
 import { silentLogger } from '../../src/config/log.js';
 import { isV3Onion, readOnionAddress, startManagedTor } from '../../src/tor/index.js';
 import { requireBinaries, tempDir } from '../helpers/env.js';
+import { alive } from '../helpers/procs.js';
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('tor: managed tor child', function () {
   this.timeout(90_000);
