@@ -1,14 +1,13 @@
 // The account commands of kzymy-client (SPEC 4): signup, status, address policy, key
 // update and account deletion. `fetch` lives in fetch.ts.
 import { createInterface } from 'node:readline/promises';
-import { UsageError } from '../cli/errors.js';
 import { codeOf, signup, type Policy } from './api.js';
 import type { Context } from './context.js';
-import { ClientError } from './errors.js';
+import { ClientError, usageError } from './errors.js';
 
 export async function runSignup(ctx: Context): Promise<void> {
-  if (!ctx.profile.server) throw new UsageError('signup needs --server http://....onion (the address of the kzymy server).');
-  if (!ctx.profile.key) throw new UsageError('signup needs --key KEYID: the key in your GnuPG keyring to sign up with (gpg --list-secret-keys).');
+  if (!ctx.profile.server) throw usageError('signup needs --server http://....onion (the address of the kzymy server).');
+  if (!ctx.profile.key) throw usageError('signup needs --key KEYID: the key in your GnuPG keyring to sign up with (gpg --list-secret-keys).');
   const existing = await ctx.store.load();
   if (existing.username) {
     throw new ClientError(
@@ -52,8 +51,8 @@ export async function runAliases(ctx: Context, action: 'list' | 'add' | 'remove'
   if (action === 'list') p = await s.policy();
   else {
     const lp = (localPart ?? '').trim();
-    if (!lp) throw new UsageError(`aliases ${action} needs a local part (the part before the @).`);
-    if (lp.includes('@')) throw new UsageError(`Give only the local part (before the @), not "${lp}".`);
+    if (!lp) throw usageError(`aliases ${action} needs a local part (the part before the @).`);
+    if (lp.includes('@')) throw usageError(`Give only the local part (before the @), not "${lp}".`);
     p = action === 'add' ? await s.setPolicy('PUT', 'aliases', lp)
       : action === 'remove' ? await s.setPolicy('DELETE', 'aliases', lp)
       : await s.setPolicy('PUT', 'blocked', lp);
@@ -62,7 +61,7 @@ export async function runAliases(ctx: Context, action: 'list' | 'add' | 'remove'
 }
 
 export async function runCatchAll(ctx: Context, state: string): Promise<void> {
-  if (state !== 'on' && state !== 'off') throw new UsageError(`catch-all takes "on" or "off", not "${state}".`);
+  if (state !== 'on' && state !== 'off') throw usageError(`catch-all takes "on" or "off", not "${state}".`);
   printPolicy(ctx, await ctx.session().catchAll(state === 'on'));
 }
 
@@ -98,7 +97,7 @@ export async function runDeleteAccount(ctx: Context, yes: boolean): Promise<void
   const username = ctx.username();
   if (!yes) {
     if (!process.stdin.isTTY) {
-      throw new UsageError(`delete-account removes ${username} and all its waiting mail for good; not on a terminal, add --yes to confirm.`);
+      throw usageError(`delete-account removes ${username} and all its waiting mail for good; not on a terminal, add --yes to confirm.`);
     }
     const rl = createInterface({ input: process.stdin, output: process.stderr });
     try {

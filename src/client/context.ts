@@ -1,7 +1,7 @@
 // What every command needs: the profile merged with the command line (given values are
 // saved back), the transport (checked before any network I/O), gpg and a session.
 import path from 'node:path';
-import { UsageError } from '../cli/errors.js';
+import { usageError } from './errors.js';
 import { Session } from './api.js';
 import { MaildirDestination, MdaDestination, type Destination } from './deliver.js';
 import { Gnupg } from './gnupg.js';
@@ -9,17 +9,9 @@ import { defaultProfilePath, ProfileStore, type Profile } from './state.js';
 import { DEFAULT_PROXY, resolveTarget, type Target } from './target.js';
 import { Transport } from './transport.js';
 
-export interface GlobalOptions {
+/** The command line's global options: the profile's settings, plus what is per run. */
+export interface GlobalOptions extends Profile {
   config?: string;
-  server?: string;
-  username?: string;
-  key?: string;
-  gnupghome?: string;
-  proxy?: string;
-  tor?: boolean;
-  maildir?: string;
-  mda?: string;
-  decrypt?: boolean;
   watch?: number;
   quiet?: boolean;
 }
@@ -43,7 +35,7 @@ export class Context {
    */
   static async open(opts: GlobalOptions, out: Output): Promise<Context> {
     if (opts.maildir !== undefined && opts.mda !== undefined) {
-      throw new UsageError('Give either --maildir or --mda, not both: each message is delivered one way.');
+      throw usageError('Give either --maildir or --mda, not both: each message is delivered one way.');
     }
     const store = new ProfileStore(path.resolve(opts.config ?? defaultProfilePath()));
     const saved = await store.load();
@@ -79,7 +71,7 @@ export class Context {
 
   target(): Target {
     if (!this.profile.server) {
-      throw new UsageError(`No server: give --server http://....onion (it is then saved in ${this.store.file}).`);
+      throw usageError(`No server: give --server http://....onion (it is then saved in ${this.store.file}).`);
     }
     return resolveTarget(this.profile.server, { tor: this.profile.tor !== false, proxy: this.profile.proxy ?? DEFAULT_PROXY });
   }
@@ -95,13 +87,13 @@ export class Context {
 
   username(): string {
     if (!this.profile.username) {
-      throw new UsageError(`No username: give --username (shown after signup), or run "kzymy-client signup" first.`);
+      throw usageError(`No username: give --username (shown after signup), or run "kzymy-client signup" first.`);
     }
     return this.profile.username;
   }
 
   keyId(): string {
-    if (!this.profile.key) throw new UsageError('No key: give --key with the fingerprint of your key (gpg --list-secret-keys).');
+    if (!this.profile.key) throw usageError('No key: give --key with the fingerprint of your key (gpg --list-secret-keys).');
     return this.profile.key;
   }
 
@@ -113,7 +105,7 @@ export class Context {
   destination(): Destination {
     if (this.profile.mda) return new MdaDestination(this.profile.mda);
     if (this.profile.maildir) return new MaildirDestination(this.profile.maildir);
-    throw new UsageError('Nowhere to deliver: give --maildir DIR or --mda "COMMAND" (it is then saved in the profile).');
+    throw usageError('Nowhere to deliver: give --maildir DIR or --mda "COMMAND" (it is then saved in the profile).');
   }
 
   async save(): Promise<void> {

@@ -2,8 +2,9 @@
 // The class keeps the name "Error" so that src/cli/errors.ts prints the sentence as it is
 // and honours `exitCode`.
 
-/** Exit codes of kzymy-client: 1 a problem the user can fix, 75 temporary (EX_TEMPFAIL). */
+/** Exit codes of kzymy-client: 1 a problem the user can fix, 2 wrong usage, 75 temporary (EX_TEMPFAIL). */
 export const EXIT_FIX = 1;
+export const EXIT_USAGE = 2;
 export const EXIT_TEMPFAIL = 75;
 
 export class ClientError extends Error {
@@ -17,6 +18,11 @@ export class ClientError extends Error {
   get temporary(): boolean {
     return this.exitCode === EXIT_TEMPFAIL;
   }
+}
+
+/** Wrong usage (a missing or conflicting option): exit 2. */
+export function usageError(message: string): ClientError {
+  return new ClientError(message, EXIT_USAGE);
 }
 
 /** A temporary problem (server or tor unreachable, MDA exit 75): try again later. */

@@ -2,7 +2,7 @@
 // an onion address through Tor's SOCKS5 port (socks5h: tor resolves the name, never local
 // DNS), or, for development and tests only, a loopback URL with --no-tor.
 import net from 'node:net';
-import { UsageError } from '../cli/errors.js';
+import { usageError } from './errors.js';
 
 export const DEFAULT_PROXY = 'socks5h://127.0.0.1:9050';
 
@@ -35,15 +35,15 @@ export function parseServerUrl(raw: string): URL {
   try {
     url = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `http://${text}`);
   } catch {
-    throw new UsageError(`The server address "${raw}" is not a URL; give it like http://abc...xyz.onion.`);
+    throw usageError(`The server address "${raw}" is not a URL; give it like http://abc...xyz.onion.`);
   }
   if (url.protocol !== 'http:') {
-    throw new UsageError(
+    throw usageError(
       `The server address must start with http:// (the onion service itself encrypts and authenticates), not ${url.protocol}//.`,
     );
   }
   if (url.username || url.password || url.search || url.hash) {
-    throw new UsageError('The server address must not carry a user name, password, query or fragment.');
+    throw usageError('The server address must not carry a user name, password, query or fragment.');
   }
   url.pathname = url.pathname.replace(/\/+$/, '');
   return url;
@@ -55,15 +55,15 @@ export function parseProxyUrl(raw: string): URL {
   try {
     url = new URL(raw.trim());
   } catch {
-    throw new UsageError(`The proxy address "${raw}" is not a URL; give it like ${DEFAULT_PROXY}.`);
+    throw usageError(`The proxy address "${raw}" is not a URL; give it like ${DEFAULT_PROXY}.`);
   }
   if (url.protocol !== 'socks5h:') {
-    throw new UsageError(
+    throw usageError(
       `The proxy must be a socks5h:// URL, so that tor resolves the onion name (never local DNS); got ${url.protocol}//.`,
     );
   }
   if (!url.hostname || !url.port) {
-    throw new UsageError(`The proxy address needs a host and a port, like ${DEFAULT_PROXY}.`);
+    throw usageError(`The proxy address needs a host and a port, like ${DEFAULT_PROXY}.`);
   }
   return url;
 }
@@ -75,16 +75,16 @@ export function resolveTarget(serverRaw: string, opts: { tor: boolean; proxy: st
   if (opts.tor) {
     if (isOnionHost(host)) return { server, proxy: parseProxyUrl(opts.proxy) };
     if (isLoopbackHost(host)) {
-      throw new UsageError(
+      throw usageError(
         `${server.origin} is a loopback address, which Tor cannot reach; add --no-tor to connect to a local development server directly.`,
       );
     }
-    throw new UsageError(
+    throw usageError(
       `${server.origin} is not an onion address: kzymy-client talks to a kzymy server only as an onion service through Tor (http://....onion), so that nothing outside Tor learns who fetches the mail.`,
     );
   }
   if (isLoopbackHost(host)) return { server, proxy: null };
-  throw new UsageError(
+  throw usageError(
     `--no-tor is only for a server on this machine (127.0.0.1, ::1, localhost); ${server.origin} must be reached through Tor, so leave --no-tor out.`,
   );
 }

@@ -5,7 +5,7 @@ import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { tempDir } from '../helpers/env.js';
 import { resolveTarget, isLoopbackHost, isOnionHost } from '../../src/client/target.js';
-import { UsageError } from '../../src/cli/errors.js';
+import { ClientError, EXIT_USAGE } from '../../src/client/errors.js';
 import { closedPort, countingListener, expectNoStack, FAKE_ONION, runClient } from './helpers.js';
 
 describe('kzymy-client: where it may connect', function () {
@@ -43,7 +43,14 @@ describe('kzymy-client: where it may connect', function () {
         ['http://exa mple', true, 'socks5h://127.0.0.1:9050', /not a URL/],
       ];
       for (const [url, tor, proxy, re] of cases) {
-        expect(() => resolveTarget(url, { tor, proxy }), `${url} tor=${tor} ${proxy}`).to.throw(UsageError, re);
+        let err: unknown;
+        try {
+          resolveTarget(url, { tor, proxy });
+        } catch (e) {
+          err = e;
+        }
+        expect(err, `${url} tor=${tor} ${proxy}`).to.be.instanceOf(ClientError).with.property('exitCode', EXIT_USAGE);
+        expect((err as Error).message).to.match(re);
       }
     });
   });
