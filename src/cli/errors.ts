@@ -2,22 +2,22 @@
 // code, never a stack trace (SPEC 1, promise 5). KZYMY_DEBUG=1 adds the stack for developers.
 import { ConfigError } from '../config/index.js';
 
-export class UsageError extends Error {}
+/** Wrong usage: exit 2. */
+export class UsageError extends Error {
+  readonly exitCode = 2;
+}
 
 /** Exit codes: 1 a problem the user can fix, 2 wrong usage, 75 temporary (EX_TEMPFAIL). */
 export function exitWith(prog: string, err: unknown): never {
   let code = 1;
   let text: string;
   if (err instanceof ConfigError) text = err.message;
-  else if (err instanceof UsageError) {
-    code = 2;
-    text = err.message;
-  } else if (err instanceof Error && err.name !== 'Error' && !/^[A-Z]/.test(err.message)) {
+  else if (err instanceof Error && err.name !== 'Error' && !/^[A-Z]/.test(err.message)) {
     text = `unexpected ${err.name}: ${err.message}`;
   } else if (err instanceof Error) {
     text = err.message;
-    const tempCode = (err as { exitCode?: number }).exitCode;
-    if (typeof tempCode === 'number') code = tempCode;
+    const given = (err as { exitCode?: number }).exitCode;
+    if (typeof given === 'number') code = given;
   } else text = String(err);
   process.stderr.write(`${prog}: ${text}\n`);
   if (process.env.KZYMY_DEBUG === '1' && err instanceof Error && err.stack) process.stderr.write(err.stack + '\n');

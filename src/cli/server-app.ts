@@ -52,7 +52,8 @@ export async function runServer(config: Config, logger: Logger): Promise<void> {
   const watcher = new AbortController();
   void (async () => {
     try {
-      for await (const _ of watch(path.dirname(registry.file), { signal: watcher.signal })) await registry.reload();
+      // Our own writes change the folder too; refreshIfChanged skips those (same stamp).
+      for await (const _ of watch(path.dirname(registry.file), { signal: watcher.signal })) await registry.refreshIfChanged();
     } catch (err) {
       if ((err as Error).name !== 'AbortError') logger.warn({ evt: 'registry-watch', err: errorName(err) });
     }
