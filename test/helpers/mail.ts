@@ -37,10 +37,9 @@ export async function newFiles(maildirRoot: string, user: string): Promise<strin
   }
 }
 
-/** Recursively: the paths of files under `dir` that contain `needle`. */
-export async function filesContaining(dir: string, needle: string, skip: (p: string) => boolean = () => false): Promise<string[]> {
-  const hits: string[] = [];
-  const n = Buffer.from(needle);
+/** Recursively: every path (folders and files) under `dir`, except those `skip` refuses. */
+export async function pathsUnder(dir: string, skip: (p: string) => boolean = () => false): Promise<Array<{ path: string; file: boolean }>> {
+  const found: Array<{ path: string; file: boolean }> = [];
   async function walk(d: string): Promise<void> {
     let entries;
     try {
@@ -51,16 +50,25 @@ export async function filesContaining(dir: string, needle: string, skip: (p: str
     for (const e of entries) {
       const p = path.join(d, e.name);
       if (skip(p)) continue;
+      found.push({ path: p, file: e.isFile() });
       if (e.isDirectory()) await walk(p);
-      else if (e.isFile()) {
-        try {
-          if ((await readFile(p)).includes(n)) hits.push(p);
-        } catch {
-          // vanished or unreadable
-        }
-      }
     }
   }
   await walk(dir);
+  return found;
+}
+
+/** Recursively: the paths of files under `dir` that contain `needle`. */
+export async function filesContaining(dir: string, needle: string, skip: (p: string) => boolean = () => false): Promise<string[]> {
+  const n = Buffer.from(needle);
+  const hits: string[] = [];
+  for (const { path: p, file } of await pathsUnder(dir, skip)) {
+    if (!file) continue;
+    try {
+      if ((await readFile(p)).includes(n)) hits.push(p);
+    } catch {
+      // vanished or unreadable
+    }
+  }
   return hits;
 }

@@ -2,12 +2,13 @@
 import { expect } from 'chai';
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { deliveryHeaders, encryptBufferToPgpMime } from '../../src/pgp/index.js';
 import { Registry } from '../../src/registry/index.js';
 import { gpg, gpgDecrypt, makeFreshGpgKey, makeGpgKey, requireGpg, type TestKey } from '../helpers/gpg.js';
 import { api, armoredPart, decryptCode, expectSecurityHeaders, login, signupApi, startTestServer, type TestServer } from './harness.js';
+import { pathsUnder } from '../helpers/mail.js';
 
 /** Encrypts and stores a message the way the SMTP intake does. */
 async function deliverMail(s: TestServer, username: string, mark: string): Promise<string> {
@@ -53,22 +54,7 @@ function errCode(j: Record<string, unknown>): string {
 }
 
 async function filesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string): Promise<void> => {
-    let entries;
-    try {
-      entries = await readdir(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = path.join(d, e.name);
-      out.push(p);
-      if (e.isDirectory()) await walk(p);
-    }
-  };
-  await walk(dir);
-  return out;
+  return (await pathsUnder(dir)).map((p) => p.path);
 }
 
 async function exists(p: string): Promise<boolean> {
