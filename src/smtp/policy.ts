@@ -3,8 +3,9 @@ import { statfs } from 'node:fs/promises';
 import type { Config } from '../config/index.js';
 import { Registry, type User } from '../registry/index.js';
 import { KeyCache, keyStatus, type KeyStatus } from '../pgp/index.js';
+import type { PublicKey } from 'openpgp';
 import type { MaildirStore } from '../maildir/index.js';
-import { reply, SmtpReply } from './replies.js';
+import { reply } from './replies.js';
 
 export interface PolicyDeps {
   config: Config;
@@ -18,7 +19,8 @@ const KEY_STATUS_TTL_MS = 60_000;
 const DISK_TTL_MS = 1_000;
 
 export class RecipientPolicy {
-  private keyStatusCache = new Map<string, { status: KeyStatus; at: number }>();
+  /** Verdicts per parsed key: a key update yields a new parsed key, so no stale verdict survives it. */
+  private keyStatusCache = new WeakMap<PublicKey, { status: KeyStatus; at: number }>();
   private disk = { free: Infinity, at: 0 };
 
   constructor(private readonly deps: PolicyDeps) {}
@@ -58,17 +60,12 @@ export class RecipientPolicy {
 
   private async keyStatusOf(user: User): Promise<KeyStatus> {
     const now = (this.deps.now ?? (() => new Date()))();
-    const hit = this.keyStatusCache.get(user.fingerprint);
-    if (hit && now.getTime() - hit.at < KEY_STATUS_TTL_MS) return hit.status;
     const key = await this.deps.keys.get(user.fingerprint, user.publicKey);
+    const hit = this.keyStatusCache.get(key);
+    if (hit && now.getTime() - hit.at < KEY_STATUS_TTL_MS) return hit.status;
     const status = await keyStatus(key, now);
-    this.keyStatusCache.set(user.fingerprint, { status, at: now.getTime() });
+    this.keyStatusCache.set(key, { status, at: now.getTime() });
     return status;
-  }
-
-  /** Forget cached key verdicts (after a key update). */
-  forgetKey(fingerprint: string): void {
-    this.keyStatusCache.delete(fingerprint);
   }
 
   private async checkSpace(user: User, declaredSize: number): Promise<void> {
@@ -89,4 +86,3 @@ export class RecipientPolicy {
   }
 }
 
-export { SmtpReply };

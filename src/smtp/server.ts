@@ -22,7 +22,6 @@ export interface SmtpDeps {
 
 export interface SmtpListener {
   port: number;
-  policy: RecipientPolicy;
   /** Stops accepting connections, waits for transactions in flight (bounded), closes. */
   close(): Promise<void>;
 }
@@ -153,7 +152,6 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
 
   return {
     port,
-    policy,
     async close() {
       closing = true;
       const deadline = Date.now() + 20_000;
