@@ -515,7 +515,7 @@ ${bigRows.join('\n')}
 
 - **kzymy** answers \`250\` only after the message was encrypted to the user's OpenPGP key
   (Ed25519/Cv25519 from GnuPG), written to \`Maildir/tmp\`, fsynced, renamed into \`new/\` and the
-  directory fsynced (SPEC promise 4). Its acceptance rate *is* its delivery rate. After every run
+  directory fsynced. Its acceptance rate *is* its delivery rate. After every run
   the benchmark checks that the Maildir holds exactly ${N} files and \`tmp/\` is empty; before the
   runs one stored message is decrypted with \`gpg\` and checked.
 - **Postfix** (a private instance: own \`config_directory\` and queue under a temporary folder, no

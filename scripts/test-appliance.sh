@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tests the kzymy appliance without a hypervisor (SPEC 5): debootstraps a Debian 13
+# Tests the kzymy appliance without a hypervisor: debootstraps a Debian 13
 # (trixie) root, runs scripts/provision.sh in it twice (the second run must change
 # nothing), boots it with systemd-nspawn --private-network and checks from inside that
 # the system is running, tor and kzymy are active, SMTP answers 220 on port 25 and stores

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// kzymy-client: the user's command line (SPEC 4). Thin: commander parses, src/client does
+// kzymy-client: the user's command line. Thin: commander parses, src/client does
 // the work. Every request goes through Tor (socks5h) unless --no-tor names a loopback server.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { runAliases, runCatchAll, runDeleteAccount, runKeyUpdate, runSignup, runStatus } from '../client/commands.js';

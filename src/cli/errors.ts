@@ -1,5 +1,5 @@
 // How both command lines end on a problem: one sentence on stderr, a meaningful exit
-// code, never a stack trace (SPEC 1, promise 5). KZYMY_DEBUG=1 adds the stack for developers.
+// code, never a stack trace. KZYMY_DEBUG=1 adds the stack for developers.
 import { ConfigError } from '../config/index.js';
 
 /** Wrong usage: exit 2. */

@@ -1,4 +1,4 @@
-// The operator's commands of kzymy-server (SPEC 2.1): init, check, users, stats, purge.
+// The operator's commands of kzymy-server: init, check, users, stats, purge.
 // They print what they did; they never show message contents.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';

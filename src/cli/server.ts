@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// kzymy-server: the operator's command line (SPEC 2.1). Thin: parses, loads the
+// kzymy-server: the operator's command line. Thin: parses, loads the
 // configuration, calls into the modules, prints. Parsing is commander's.
 import { Command, CommanderError } from 'commander';
 import { loadConfig, type Config } from '../config/index.js';

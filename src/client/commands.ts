@@ -1,4 +1,4 @@
-// The account commands of kzymy-client (SPEC 4): signup, status, address policy, key
+// The account commands of kzymy-client: signup, status, address policy, key
 // update and account deletion. `fetch` lives in fetch.ts.
 import { createInterface } from 'node:readline/promises';
 import { codeOf, signup, type Policy } from './api.js';

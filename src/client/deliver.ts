@@ -1,4 +1,4 @@
-// Local delivery (SPEC 4): into a Maildir per qmail's maildir(5), or to an MDA command
+// Local delivery: into a Maildir per qmail's maildir(5), or to an MDA command
 // like getmail's MDA_external; and the --decrypt step that opens a PGP/MIME file.
 import { spawn } from 'node:child_process';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';

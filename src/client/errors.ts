@@ -1,4 +1,4 @@
-// kzymy-client's errors: one sentence for the user and an exit code (SPEC 1, promise 5).
+// kzymy-client's errors: one sentence for the user and an exit code.
 // The class keeps the name "Error" so that src/cli/errors.ts prints the sentence as it is
 // and honours `exitCode`.
 

@@ -1,6 +1,6 @@
 // The user's keys stay in her GnuPG keyring: kzymy-client runs the `gpg` binary to export
-// the public key and to decrypt challenges and mail, so the secret key is never exported
-// (SPEC 4, keys). gpg's own words never reach the user raw: they become one sentence.
+// the public key and to decrypt challenges and mail, so the secret key is never exported.
+// gpg's own words never reach the user raw: they become one sentence.
 import { spawn } from 'node:child_process';
 import { readlinkSync } from 'node:fs';
 import { ClientError } from './errors.js';

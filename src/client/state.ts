@@ -1,6 +1,6 @@
 // kzymy-client's local state: the profile (JSON, mode 0600) and, next to it, the record of
 // message ids delivered but perhaps not yet acknowledged, so that a crash between the two
-// never delivers a message twice (SPEC 4, delivery).
+// never delivers a message twice.
 import { chmod, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';

@@ -1,4 +1,4 @@
-// Where kzymy-client may connect, decided before any network I/O (SPEC 4, transport):
+// Where kzymy-client may connect, decided before any network I/O:
 // an onion address through Tor's SOCKS5 port (socks5h: tor resolves the name, never local
 // DNS), or, for development and tests only, a loopback URL with --no-tor.
 import net from 'node:net';

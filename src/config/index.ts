@@ -1,5 +1,5 @@
-// Typed configuration: built-in defaults, then a JSON file, then environment overrides
-// (SPEC 2.2). Every mistake found becomes one sentence; all are reported together.
+// Typed configuration: built-in defaults, then a JSON file, then environment overrides.
+// Every mistake found becomes one sentence; all are reported together.
 import { readFileSync, accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';

@@ -1,4 +1,4 @@
-// JSON-lines logging (pino). Rule of the house (SPEC 1, promise 6): at the default
+// JSON-lines logging (pino). Rule of the house: at the default
 // level a log line carries counts, codes and durations only: never a mail address,
 // subject, message content or client IP. Such details may appear at `debug` alone.
 import { pino, type Logger } from 'pino';

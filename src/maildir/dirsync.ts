@@ -1,6 +1,6 @@
 // Group commit for directory fsyncs (kzymy's own Maildir code).
 //
-// Every delivery must fsync new/ after its rename (SPEC promise 4). At ~1,000 deliveries
+// Every delivery must fsync new/ after its rename. At ~1,000 deliveries
 // a second most of those fsyncs would be redundant: one fsync that *starts* after a
 // rename has completed makes that rename durable. So callers share syncs: when none is
 // running, a sync starts at once; while one runs, later callers all wait for a single

@@ -1,10 +1,10 @@
 // Maildir file names per qmail's maildir(5): making unique names, checking ids and
 // reading what a name tells (receipt time, size). Part of kzymy's own Maildir code;
-// there is no `maildir-tools` package on npm (SPEC section 6).
+// there is no `maildir-tools` package on npm.
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 
-/** Usernames are folder names under the Maildir root (SPEC 2.4). */
+/** Usernames are folder names under the Maildir root. */
 export const USERNAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
 /** Characters an id may hold: unique names, `,S=` and `:2,FLAGS` suffixes, `\ooo` escapes. */

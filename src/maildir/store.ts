@@ -1,6 +1,6 @@
 // The Maildir store: root/USERNAME/{tmp,new,cur} per qmail's maildir(5), files 0600,
-// folders 0700 (SPEC 2.4). This is kzymy's own code: the `maildir-tools` package named
-// in the original design card does not exist on npm (SPEC section 6).
+// folders 0700. This is kzymy's own code: there is no Maildir
+// library on npm worth depending on.
 //
 // deliver() writes tmp/NAME (O_EXCL, 0600), fsyncs it, renames it to new/NAME,S=SIZE
 // and fsyncs new/; it resolves only then, so the SMTP layer may answer 250 (promise 4).

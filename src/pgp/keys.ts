@@ -1,11 +1,11 @@
-// Key validation (SPEC 2.4) and a cache of parsed public keys for the SMTP data path.
+// Key validation and a cache of parsed public keys for the SMTP data path.
 //
 // Every refusal is a KeyError whose message is one sentence a user can act on. No error text
 // ever carries anything taken from the input (a pasted secret key must not be echoed).
 import { config as defaultConfig, enums, readKey, readKeys } from 'openpgp';
 import type { Config, Key, PublicKey, Subkey } from 'openpgp';
 
-/** Why a key was refused (SPEC 2.4). */
+/** Why a key was refused. */
 export type KeyProblem =
   | 'unparseable'
   | 'secret'
@@ -48,7 +48,7 @@ export function keyRecord(k: CheckedKey): { fingerprint: string; publicKey: stri
   return { fingerprint: k.fingerprint, publicKey: k.publicKey, keyExpiresAt: k.expiresAt ? k.expiresAt.toISOString() : null };
 }
 
-/** Largest key input accepted, armored or binary (SPEC 2.4). */
+/** Largest key input accepted, armored or binary. */
 export const MAX_KEY_BYTES = 64 * 1024;
 
 /** Smallest RSA modulus accepted. */

@@ -80,7 +80,7 @@ export interface EncryptOptions {
   date?: Date;
 }
 
-/** The outer header fields, in order: nothing else ever appears there (SPEC 2.4). */
+/** The outer header fields, in order: nothing else ever appears there. */
 export const OUTER_HEADER_FIELDS = ['Message-ID', 'Date', 'MIME-Version', 'Subject', 'Content-Type'] as const;
 
 interface Envelope {

@@ -1,5 +1,5 @@
 // The registry: users, their public keys and address policy, on lowdb.
-// This module is the only writer of registry.json (SPEC 6). It stores public data
+// This module is the only writer of registry.json. It stores public data
 // only: never a secret key, a password, or anything that locates the user.
 import { Low } from 'lowdb';
 import { open, mkdir, rename, readFile, unlink, stat } from 'node:fs/promises';

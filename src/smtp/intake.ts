@@ -1,6 +1,6 @@
-// The data path (SPEC 1, 2.3, 2.4): DATA -> per-recipient PGP/MIME encryption -> Maildir.
+// The data path: DATA -> per-recipient PGP/MIME encryption -> Maildir.
 // A message up to limits.memoryBufferBytes is held in memory and encrypted from a buffer
-// (about 2.7x faster than streaming, see MEASURED.md); a larger one streams chunk by
+// (about 2.7x faster than streaming, measured in docs/benchmarks.md); a larger one streams chunk by
 // chunk through openpgp so memory stays bounded. Plaintext never reaches a file.
 // The caller answers 250 only after deliver() has resolved, i.e. after every copy and
 // its directory entry were fsynced; on any failure every copy already stored is removed,

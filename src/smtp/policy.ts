@@ -1,4 +1,4 @@
-// Recipient policy at RCPT time (SPEC 2.3): who may receive mail, and why not.
+// Recipient policy at RCPT time: who may receive mail, and why not.
 import { statfs } from 'node:fs/promises';
 import type { Config } from '../config/index.js';
 import { Registry, type User } from '../registry/index.js';

@@ -1,4 +1,4 @@
-// smtp-server wiring (SPEC 2.3): the public, receive-only SMTP listener.
+// smtp-server wiring: the public, receive-only SMTP listener.
 import { readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession, type SMTPServerAddress } from 'smtp-server';

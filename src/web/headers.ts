@@ -1,4 +1,4 @@
-// Security headers on every answer (SPEC 3.1): nothing loads from elsewhere, nothing is
+// Security headers on every answer: nothing loads from elsewhere, nothing is
 // framed, no referrer leaves, nothing is cached.
 import type { Context, Next } from 'koa';
 

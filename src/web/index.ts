@@ -1,4 +1,4 @@
-// The onion web (SPEC 3): signup pages and /api/v1 on one loopback-only Koa listener.
+// The onion web: signup pages and /api/v1 on one loopback-only Koa listener.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Koa from 'koa';

@@ -1,4 +1,4 @@
-// Key-expiry notices (SPEC 3.2 / issue): 14 days and again 3 days before the user's key
+// Key-expiry notices: 14 days and again 3 days before the user's key
 // expires, an encrypted notice lands in her Maildir. Each is recorded in the user's
 // `notices` (e.g. "14d:2027-01-01T00:00:00.000Z") so that it is sent once; a key update
 // clears the list (Registry.setKey).

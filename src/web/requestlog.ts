@@ -1,5 +1,5 @@
 // One log line per request: method, route pattern, status, duration. No IP, no
-// username, no key, no message id (SPEC 1, promise 6).
+// username, no key, no message id.
 import type { Context, Next } from 'koa';
 import type { Logger } from '../config/log.js';
 

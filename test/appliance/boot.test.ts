@@ -1,4 +1,4 @@
-// The appliance booted for real (SPEC 5): scripts/test-appliance.sh debootstraps Debian 13,
+// The appliance booted for real: scripts/test-appliance.sh debootstraps Debian 13,
 // provisions it twice, boots it under systemd-nspawn and checks it from inside. Needs root
 // on Linux: skipped loudly elsewhere, but under CI=true it must run (CI is root).
 import { expect } from 'chai';

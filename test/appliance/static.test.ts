@@ -1,4 +1,4 @@
-// Cheap checks of the appliance files (SPEC 5), each shown to catch a deliberately broken
+// Cheap checks of the appliance files, each shown to catch a deliberately broken
 // copy too: Vagrantfile (vagrant validate), shell scripts (shellcheck), the rendered
 // torrc (tor --verify-config), the systemd unit (systemd-analyze verify, any warning
 // fails) and the nftables rule set (nft -c in a private network namespace).
@@ -83,7 +83,7 @@ describe('appliance: static checks', function () {
       expect(r.out).to.match(/validated successfully/);
     });
 
-    it('builds the appliance the SPEC describes', () => {
+    it('builds the appliance as documented', () => {
       const v = readFileSync(path.join(repo, 'Vagrantfile'), 'utf8');
       expect(v).to.match(/config\.vm\.box\s*=\s*"debian\/trixie64"/);
       expect(v).to.match(/provider\s+"libvirt"/);
@@ -241,7 +241,7 @@ describe('appliance: static checks', function () {
       expect(r.out, 'systemd-analyze verify printed warnings').to.equal('');
     });
 
-    it('runs as kzymy with only CAP_NET_BIND_SERVICE and the sandbox the SPEC asks for', () => {
+    it('runs as kzymy with only CAP_NET_BIND_SERVICE and the systemd sandbox', () => {
       const settings = unitText()
         .split('\n')
         .filter((l) => /^[A-Za-z]+=/.test(l));

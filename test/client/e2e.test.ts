@@ -1,4 +1,4 @@
-// kzymy-client end to end (SPEC 4): the client as a subprocess against a real kzymy-server
+// kzymy-client end to end: the client as a subprocess against a real kzymy-server
 // process on loopback (--no-tor), real GnuPG keys, real swaks for mail.
 import { expect } from 'chai';
 import { mkdir, readdir, readFile, stat } from 'node:fs/promises';

@@ -38,7 +38,7 @@ export function runClient(args: string[], opts: ClientRunOptions = {}): Promise<
   });
 }
 
-/** No stack trace, no Node internals: what a user must never see (SPEC promise 5). */
+/** No stack trace, no Node internals: what a user must never see. */
 export function expectNoStack(r: ClientRun): void {
   const all = r.stdout + r.stderr;
   if (/\n\s+at .+:\d+:\d+|node:internal|Error: .*\n\s+at /.test(all)) {

@@ -1,4 +1,4 @@
-// kzymy-client's transport rules (SPEC 4): onion through Tor only; --no-tor only for a
+// kzymy-client's transport rules: onion through Tor only; --no-tor only for a
 // loopback server; refusals are sentences that come before any network I/O.
 import { expect } from 'chai';
 import { readFile, stat } from 'node:fs/promises';

@@ -15,7 +15,7 @@ function problems(fn: () => unknown): string[] {
 }
 
 describe('config', () => {
-  it('has defaults that run from a checkout (SPEC 2.2)', () => {
+  it('has defaults that run from a checkout', () => {
     const c = loadConfig({ env: { PATH: '' }, cwd: '/srv/kzymy' });
     expect(c.domain).to.equal('kzymy.localhost');
     expect(c.dataDir).to.equal('/srv/kzymy/data');

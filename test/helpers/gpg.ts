@@ -12,7 +12,7 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { requireBinaries, tempDir } from './env.js';
 
-/** Keys kzymy must accept (SPEC 2.4). */
+/** Keys kzymy must accept. */
 export type GoodGpgKeyKind =
   | 'ed25519'
   | 'rsa2048'
@@ -23,7 +23,7 @@ export type GoodGpgKeyKind =
   | 'nistp521'
   | 'brainpoolP256r1';
 
-/** Keys kzymy must refuse (SPEC 2.4). */
+/** Keys kzymy must refuse. */
 export type BadGpgKeyKind = 'rsa1024' | 'dsa' | 'expired' | 'revoked' | 'sign-only';
 
 export type GpgKeyKind = GoodGpgKeyKind | BadGpgKeyKind;

@@ -1,4 +1,4 @@
-// Key checks (SPEC 2.4) against real keys made by GnuPG 2.2 and Sequoia sq.
+// Key checks against real keys made by GnuPG 2.2 and Sequoia sq.
 import { expect } from 'chai';
 import { generateKey, readKey } from 'openpgp';
 import type { PublicKey } from 'openpgp';

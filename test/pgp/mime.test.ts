@@ -1,4 +1,4 @@
-// PGP/MIME Maildir files (SPEC 2.4, RFC 3156): decrypted by real GnuPG 2.2 and Sequoia sq.
+// PGP/MIME Maildir files: decrypted by real GnuPG 2.2 and Sequoia sq.
 import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';

@@ -1,4 +1,4 @@
-// SPEC promise 4: a message acknowledged with 250 is on stable storage. The server is
+// Promise: a message acknowledged with 250 is on stable storage. The server is
 // killed with SIGKILL in the middle of 200 concurrent deliveries; after a restart every
 // acknowledged message is in new/ and decrypts, and no partial file remains anywhere.
 import { expect } from 'chai';

@@ -1,4 +1,4 @@
-// SMTP intake end to end (SPEC 2.3, 2.4): a real kzymy-server process, real swaks,
+// SMTP intake end to end: a real kzymy-server process, real swaks,
 // real GnuPG and Sequoia keys, real files.
 import { expect } from 'chai';
 import { writeFile, readFile, readdir } from 'node:fs/promises';

@@ -1,7 +1,7 @@
 // A private Tor network on 127.0.0.1 for end-to-end tests, built the way Tor's chutney
 // builds one (the templates and code are kzymy's own): 3 directory authorities, a few
 // non-exit relays, a client with a SOCKS port, and onion services on demand.
-// Launch order and settings follow /work/shared/MEASURED.md ("A private Tor network"):
+// Launch order and settings were found by trying (chutney's templates as the model):
 // see docs/testing.md for the why of each step and the timings measured.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
