@@ -4,13 +4,13 @@ import type { Context } from 'koa';
 import { MaildirError, MaildirStore } from '../maildir/index.js';
 import { RegistryError, type User } from '../registry/index.js';
 import { keyRecord } from '../pgp/index.js';
-import { createChallenge, endSessions, issueToken, requireToken, type AuthState } from './auth.js';
-import { codeMatches, encryptCode, hashCode, newCode, randomId } from './challenge.js';
+import { createChallenge, endSessions, forgetLogins, issueToken, requireToken, type AuthState } from './auth.js';
+import { codeMatches, encryptChallenge, hashCode, newCode, randomId } from './challenge.js';
 import { onionHost, serverFor, type Web } from './context.js';
 import { WebError } from './errors.js';
 import { readJson } from './body.js';
 import { limit } from './ratelimit.js';
-import { checkKey, confirmSignup, findSignup, REGISTERED, startSignup } from './signup.js';
+import { challengeServer, checkKey, confirmSignup, findSignup, REGISTERED, startSignup } from './signup.js';
 
 function auth(ctx: Context): AuthState {
   return ctx.state.auth as AuthState;
@@ -74,7 +74,7 @@ export function apiRouter(web: Web): Router {
 
   router.post('/signup', async (ctx) => {
     const body = await json(ctx);
-    const pending = await startSignup(web, str(body, 'publicKey', 'an ASCII-armored public key'));
+    const pending = await startSignup(web, str(body, 'publicKey', 'an ASCII-armored public key'), ctx.host);
     ctx.status = 201;
     ctx.body = {
       signupId: pending.id,
@@ -106,13 +106,19 @@ export function apiRouter(web: Web): Router {
 
   router.post('/auth/challenge', async (ctx) => {
     const body = await json(ctx);
-    const c = await createChallenge(web, body.username);
-    ctx.body = { challengeId: c.challengeId, challenge: c.challenge, expiresAt: c.expiresAt.toISOString() };
+    const c = await createChallenge(web, body.username, ctx.host);
+    ctx.body = {
+      challengeId: c.challengeId,
+      nonce: c.nonce,
+      expiresAt: c.expiresAt.toISOString(),
+      fingerprint: c.fingerprint,
+      ...(c.challenge ? { challenge: c.challenge } : {}),
+    };
   });
 
   router.post('/auth/token', async (ctx) => {
     const body = await json(ctx);
-    const t = issueToken(web, body.challengeId, body.code);
+    const t = await issueToken(web, { challengeId: body.challengeId, statement: body.statement, signature: body.signature, code: body.code }, ctx.host);
     ctx.body = { token: t.token, tokenType: 'Bearer', username: t.username, expiresAt: t.expiresAt.toISOString() };
   });
 
@@ -177,7 +183,7 @@ export function apiRouter(web: Web): Router {
     const username = auth(ctx).user.username;
     await registry.remove(username);
     endSessions(web, username);
-    web.challenges.deleteWhere((c) => c.username === username);
+    forgetLogins(web, username, auth(ctx).user.fingerprint);
     web.rotations.deleteWhere((r) => r.username === username);
     keys.delete(auth(ctx).user.fingerprint);
     await maildir.removeUser(username);
@@ -208,18 +214,25 @@ export function apiRouter(web: Web): Router {
   router.post('/key', authed, async (ctx) => {
     const body = await json(ctx);
     const { user } = auth(ctx);
-    const key = await checkKey(web, str(body, 'publicKey', 'an ASCII-armored public key'));
+    const key = await checkKey(web, str(body, 'publicKey', 'an ASCII-armored public key'), () => {
+      const now = web.now();
+      limit(web.buckets.keyUser.take(user.username, now), 'Too many keys sent for this account. Wait a few minutes and try again.');
+      limit(web.buckets.keyCheck.take(now), 'Too many keys are being checked right now. Wait a minute and try again.');
+    });
     const record = keyRecord(key);
     if (key.fingerprint === user.fingerprint) {
+      // The registered key may have expired meanwhile: the same key with a new expiry repairs it.
       const updated = await registry.setKey(user.username, record);
       keys.delete(user.fingerprint);
+      forgetLogins(web, user.username, user.fingerprint);
       logger.info({ evt: 'key-updated' }, 'account');
       ctx.body = { status: 'updated', fingerprint: updated.fingerprint, keyExpiresAt: updated.keyExpiresAt };
       return;
     }
-    if (registry.findByFingerprint(key.fingerprint)) throw new WebError(409, 'key-registered', REGISTERED);
+    // Whether the new key is taken is told only after its challenge is answered (confirm).
+    const server = challengeServer(ctx.host);
     const code = newCode();
-    const challenge = await encryptCode(key.key, code);
+    const challenge = await encryptChallenge(key.key, { purpose: 'rotate', server, username: user.username, fingerprint: key.fingerprint, code });
     const rotationId = randomId();
     const now = web.now();
     const expiresAt = now + web.limits.rotationTtlMs;
@@ -236,7 +249,6 @@ export function apiRouter(web: Web): Router {
     const body = await json(ctx);
     const { user, tokenKey } = auth(ctx);
     const now = web.now();
-    limit(web.buckets.answer.take(now));
     const id = body.rotationId;
     const pending = typeof id === 'string' ? web.rotations.get(id, now) : undefined;
     if (!pending || pending.username !== user.username) {
@@ -246,6 +258,7 @@ export function apiRouter(web: Web): Router {
     if (!codeMatches(pending.codeHash, body.code)) {
       throw new WebError(400, 'wrong-code', 'That code is not right. The key change has ended; send the new key again. Your old key stays in use.');
     }
+    if (registry.findByFingerprint(pending.key.fingerprint)) throw new WebError(409, 'key-registered', REGISTERED);
     let updated: User;
     try {
       updated = await registry.setKey(user.username, keyRecord(pending.key));
@@ -255,7 +268,7 @@ export function apiRouter(web: Web): Router {
     }
     keys.delete(user.fingerprint);
     endSessions(web, user.username, tokenKey);
-    web.challenges.deleteWhere((c) => c.username === user.username);
+    forgetLogins(web, user.username, user.fingerprint);
     logger.info({ evt: 'key-rotated' }, 'account');
     ctx.body = { status: 'rotated', fingerprint: updated.fingerprint, keyExpiresAt: updated.keyExpiresAt };
   });

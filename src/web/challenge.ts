@@ -1,7 +1,10 @@
-// Proof of possession of a secret key: a random code encrypted to the public key;
-// whoever sends the code back can decrypt. Also random ids and expiring in-memory maps.
-import { createHash, randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
+// Proof of possession of a secret key. A decryption challenge: a random code inside a
+// plaintext of one exact, domain-separated format, encrypted to the public key; whoever
+// sends the code back can decrypt. A login statement: the text a client signs to log in.
+// Also random ids and expiring in-memory maps.
+import { createHash, createHmac, randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 import { createMessage, encrypt, type PublicKey } from 'openpgp';
+import { PGP_CONFIG } from '../pgp/index.js';
 
 const CODE_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 
@@ -21,19 +24,133 @@ export function normalizeCode(code: string): string {
   return code.toLowerCase().replace(/[\s-]+/g, '');
 }
 
+/** Longest answer looked at: a code, or the whole decrypted challenge pasted back. */
+export const MAX_ANSWER_CHARS = 2048;
+
+/**
+ * The code inside an answer: the value of its `code:` line when the whole decrypted
+ * challenge was pasted back, else the answer itself.
+ */
+export function answerCode(answer: string): string {
+  // The last "code:" up to the end of its line (a browser may have joined the lines).
+  const at = answer.toLowerCase().lastIndexOf('code:');
+  if (at < 0) return answer;
+  return answer.slice(at + 'code:'.length).split(/[\r\n]/)[0]!;
+}
+
 export function hashCode(code: string): Buffer {
   return createHash('sha256').update(normalizeCode(code)).digest();
 }
 
-/** Constant-time comparison of a submitted code with a stored hash. */
+/** Constant-time comparison of a submitted code (or pasted challenge text) with a stored hash. */
 export function codeMatches(storedHash: Buffer, submitted: unknown): boolean {
-  if (typeof submitted !== 'string' || submitted.length > 200) return false;
-  return timingSafeEqual(storedHash, hashCode(submitted));
+  if (typeof submitted !== 'string' || submitted.length > MAX_ANSWER_CHARS) return false;
+  return timingSafeEqual(storedHash, hashCode(answerCode(submitted)));
 }
 
-/** The code (plus a newline) as an armored OpenPGP message to `key`. */
-export async function encryptCode(key: PublicKey, code: string): Promise<string> {
-  return encrypt({ message: await createMessage({ text: code + '\n' }), encryptionKeys: key, format: 'armored' });
+export type ChallengePurpose = 'signup' | 'rotate' | 'login';
+
+export interface ChallengeFields {
+  purpose: ChallengePurpose;
+  /** The server name the client used: the request's Host header, lower-cased. */
+  server: string;
+  /** "-" for signup (no account yet). */
+  username: string;
+  /** Primary fingerprint, upper-case hex. */
+  fingerprint: string;
+  code: string;
+}
+
+/** The exact plaintext of a decryption challenge: six LF-terminated lines. */
+export function challengeText(f: ChallengeFields): string {
+  return [
+    'kzymy challenge v1',
+    `purpose: ${f.purpose}`,
+    `server: ${f.server}`,
+    `username: ${f.username}`,
+    `fingerprint: ${f.fingerprint}`,
+    `code: ${f.code}`,
+    '',
+  ].join('\n');
+}
+
+/**
+ * A decryption challenge as an armored OpenPGP message to `key`. `date` is the moment the
+ * key is taken as of (a moment it could still encrypt, for a key that has since expired).
+ */
+export async function encryptChallenge(key: PublicKey, f: ChallengeFields, date?: Date): Promise<string> {
+  const message = await createMessage({ text: challengeText(f), ...(date ? { date } : {}) });
+  return encrypt({ message, encryptionKeys: key, format: 'armored', config: PGP_CONFIG, ...(date ? { date } : {}) });
+}
+
+export interface LoginStatement {
+  server: string;
+  username: string;
+  fingerprint: string;
+  nonce: string;
+}
+
+/** Longest login statement looked at. */
+export const MAX_STATEMENT_CHARS = 1024;
+
+const STATEMENT =
+  /^kzymy login v1\nserver: ([a-z0-9.:[\]-]{1,300})\nusername: ([a-z0-9]{1,63})\nfingerprint: ([0-9A-F]{40}|[0-9A-F]{64})\nnonce: ([A-Za-z0-9_-]{32,128})\n$/;
+
+/** The statement a client signs to log in, exactly. */
+export function loginStatement(s: LoginStatement): string {
+  return `kzymy login v1\nserver: ${s.server}\nusername: ${s.username}\nfingerprint: ${s.fingerprint}\nnonce: ${s.nonce}\n`;
+}
+
+/** Parses a login statement of the exact format; null for anything else. */
+export function parseLoginStatement(text: unknown): LoginStatement | null {
+  if (typeof text !== 'string' || text.length > MAX_STATEMENT_CHARS) return null;
+  const m = STATEMENT.exec(text);
+  if (!m) return null;
+  return { server: m[1]!, username: m[2]!, fingerprint: m[3]!, nonce: m[4]! };
+}
+
+/** 32 random bytes, base64url (43 characters). */
+export function newNonce(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+export interface ChallengeIdFields {
+  username: string;
+  fingerprint: string;
+  /** Milliseconds since the epoch. */
+  expiresAt: number;
+  nonce: string;
+}
+
+function challengeMac(secret: Buffer, f: ChallengeIdFields): string {
+  return createHmac('sha256', secret)
+    .update(`kzymy login challenge\n${f.username}\n${f.fingerprint}\n${f.expiresAt}\n${f.nonce}\n`)
+    .digest('base64url');
+}
+
+/**
+ * A login challenge id that the server need not remember: username, expiry and nonce,
+ * authenticated (with the fingerprint) by an HMAC under a secret of this process.
+ */
+export function makeChallengeId(secret: Buffer, f: ChallengeIdFields): string {
+  return `${f.username}.${f.expiresAt}.${f.nonce}.${challengeMac(secret, f)}`;
+}
+
+const CHALLENGE_ID = /^([a-z0-9]{1,63})\.(\d{1,16})\.([A-Za-z0-9_-]{32,128})\.([A-Za-z0-9_-]{43})$/;
+
+/** The fields of a challenge id, before its HMAC is checked; null when malformed. */
+export function parseChallengeId(id: unknown): (Omit<ChallengeIdFields, 'fingerprint'> & { mac: string }) | null {
+  if (typeof id !== 'string' || id.length > 300) return null;
+  const m = CHALLENGE_ID.exec(id);
+  if (!m) return null;
+  return { username: m[1]!, expiresAt: Number(m[2]), nonce: m[3]!, mac: m[4]! };
+}
+
+/** Whether the HMAC of a parsed challenge id holds for this fingerprint (constant time). */
+export function challengeIdValid(secret: Buffer, parsed: { mac: string } & Omit<ChallengeIdFields, 'fingerprint'>, fingerprint: string): boolean {
+  const want = Buffer.from(challengeMac(secret, { ...parsed, fingerprint }));
+  const got = Buffer.from(parsed.mac);
+  return want.length === got.length && timingSafeEqual(want, got);
 }
 
 /** Unguessable id for URLs and JSON (192 bits, base64url). */

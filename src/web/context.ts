@@ -1,5 +1,6 @@
-// The web's in-memory state: pending signups, login challenges, tokens, key rotations
-// and rate limits. None of it is ever written to disk; a restart forgets it all.
+// The web's in-memory state: pending signups, used login challenges, tokens, key
+// rotations and rate limits. None of it is ever written to disk; a restart forgets it all.
+// Login challenges themselves are not stored: their ids carry their own HMAC.
 import { randomBytes } from 'node:crypto';
 import type { CheckedKey } from '../pgp/index.js';
 import { ExpiringMap } from './challenge.js';
@@ -17,10 +18,12 @@ export interface PendingSignup {
   attemptsLeft: number;
 }
 
-export interface AuthChallenge {
-  username: string;
+/** A login decryption challenge (for a key that cannot sign now), shared by every asker. */
+export interface FallbackChallenge {
   fingerprint: string;
+  challenge: string;
   codeHash: Buffer;
+  expiresAt: number;
 }
 
 export interface Session {
@@ -41,18 +44,32 @@ export interface Web {
   now(): number;
   date(): Date;
   signups: ExpiringMap<PendingSignup>;
-  challenges: ExpiringMap<AuthChallenge>;
+  /** Login challenge ids already answered, until they expire (single use). */
+  usedChallenges: ExpiringMap<true>;
+  /** Live login decryption challenges, by username and server name: at most two each. */
+  fallbacks: ExpiringMap<FallbackChallenge[]>;
+  /** Fallback encryptions under way, by the same key (so parallel askers share one). */
+  fallbacksInFlight: Map<string, Promise<FallbackChallenge>>;
+  /** Whether a registered key can make a signature now, by fingerprint, re-checked each minute. */
+  signable: Map<string, { publicKey: string; canSign: boolean; checkedAt: number }>;
   /** By hash of the bearer token. */
   sessions: ExpiringMap<Session>;
   rotations: ExpiringMap<PendingRotation>;
   buckets: {
+    /** Signups started past the cheap checks: key check and encryption. */
     signup: TokenBucket;
-    answer: TokenBucket;
-    auth: TokenBucket;
-    authUser: KeyedLimiter;
+    /** Login decryption challenges encrypted (keys that cannot sign). */
+    challengeEncrypt: TokenBucket;
+    /** Failed login proofs, per username. */
+    authFail: KeyedLimiter;
+    /** Keys checked for POST /api/v1/key: all users, and per user. */
+    keyCheck: TokenBucket;
+    keyUser: KeyedLimiter;
   };
   /** HMAC key of the front page's anti-CSRF tokens; made at start, memory only. */
   formSecret: Buffer;
+  /** HMAC key of login challenge ids; made at start, memory only. */
+  challengeSecret: Buffer;
 }
 
 export function createWeb(deps: WebDeps): Web {
@@ -66,16 +83,21 @@ export function createWeb(deps: WebDeps): Web {
     now,
     date,
     signups: new ExpiringMap(limits.maxPendingSignups),
-    challenges: new ExpiringMap(10_000),
+    usedChallenges: new ExpiringMap(100_000),
+    fallbacks: new ExpiringMap(10_000),
+    fallbacksInFlight: new Map(),
+    signable: new Map(),
     sessions: new ExpiringMap(10_000),
     rotations: new ExpiringMap(1000),
     buckets: {
       signup: new TokenBucket(limits.signupBurst, limits.signupPerMinute, t),
-      answer: new TokenBucket(limits.answerBurst, limits.answerPerMinute, t),
-      auth: new TokenBucket(limits.authBurst, limits.authPerMinute, t),
-      authUser: new KeyedLimiter(limits.authPerUserBurst, limits.authPerUserPerMinute),
+      challengeEncrypt: new TokenBucket(limits.challengeEncryptBurst, limits.challengeEncryptPerMinute, t),
+      authFail: new KeyedLimiter(limits.authFailBurst, limits.authFailPerMinute),
+      keyCheck: new TokenBucket(limits.keyCheckBurst, limits.keyCheckPerMinute, t),
+      keyUser: new KeyedLimiter(limits.keyPerUserBurst, limits.keyPerUserPerMinute),
     },
     formSecret: randomBytes(32),
+    challengeSecret: randomBytes(32),
   };
 }
 
@@ -101,4 +123,30 @@ export function serverFor(web: Web, host: string): { url: string; noTor: boolean
   // Development: the loopback listener itself (kzymy-client wants --no-tor for that).
   const safe = /^[a-z0-9.:[\]-]+$/.test(h) ? h : '127.0.0.1';
   return { url: `http://${safe}`, noTor: true, onion: null };
+}
+
+/** The Host header of a request, lower-cased, when it is a plain host name or address (with an optional port). */
+export function requestHost(host: string): string | null {
+  const h = host.toLowerCase();
+  if (h.length > 300) return null;
+  return /^([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:\d{1,5})?$/.test(h) ? h : null;
+}
+
+function isLoopbackName(host: string): boolean {
+  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '');
+  if (name === 'localhost') return true;
+  if (/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name)) return true;
+  return name === '::1' || name === '0:0:0:0:0:0:0:1';
+}
+
+/**
+ * Whether `name` (a "server:" line of a login statement) names this server: its own onion
+ * host when known, or the request's Host when that is a loopback name (development, tests).
+ * A statement signed for another server is never accepted here.
+ */
+export function acceptsServerName(web: Web, name: string, host: string): boolean {
+  const onion = onionHost(web);
+  if (onion && name === onion) return true;
+  const h = requestHost(host);
+  return h !== null && name === h && isLoopbackName(h);
 }

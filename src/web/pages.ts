@@ -93,7 +93,7 @@ export function pagesRouter(web: Web): Router {
     if (!formTokenValid(web, form.fields.csrf)) return home(ctx, 400, STALE_FORM, keyText);
     const input: string | Uint8Array = file && file.length > 0 ? file : (pasted ?? '');
     try {
-      const pending = await startSignup(web, input);
+      const pending = await startSignup(web, input, ctx.host);
       showChallenge(web, ctx, pending);
     } catch (err) {
       if (!(err instanceof WebError)) throw err;
@@ -103,7 +103,7 @@ export function pagesRouter(web: Web): Router {
   });
 
   router.post('/signup/confirm', async (ctx) => {
-    const form = await readForm(ctx, { fileBytes: 1024, fieldBytes: 1024 });
+    const form = await readForm(ctx, { fileBytes: 1024, fieldBytes: 4096 });
     const pending = findSignup(web, form.fields.signup);
     if (!sameText(form.fields.csrf ?? '', pending.csrf)) {
       throw new WebError(400, 'bad-request', 'This form did not come from this site. Go back to the challenge page and send the code from there.');

@@ -2,8 +2,8 @@
 // Nothing is created before the right code returns.
 import { checkPublicKey, keyRecord, KeyError } from '../pgp/index.js';
 import { RegistryError, type User } from '../registry/index.js';
-import { codeMatches, encryptCode, hashCode, newCode, randomId } from './challenge.js';
-import type { PendingSignup, Web } from './context.js';
+import { codeMatches, encryptChallenge, hashCode, newCode, randomId } from './challenge.js';
+import { requestHost, type PendingSignup, type Web } from './context.js';
 import { WebError } from './errors.js';
 import { limit } from './ratelimit.js';
 import { deliverEncrypted, welcomeMail } from './mail.js';
@@ -11,8 +11,35 @@ import { deliverEncrypted, welcomeMail } from './mail.js';
 export const REGISTERED =
   'This key is already registered. Use a fresh key for each identity: one key, one account.';
 
-/** Validates a key for signup or rotation; throws WebError 400 with KeyError's sentence. */
-export async function checkKey(web: Web, input: string | Uint8Array): Promise<Awaited<ReturnType<typeof checkPublicKey>>> {
+/** Whether the input can be a public key at all, judged without parsing it. */
+function looksLikePublicKey(input: string | Uint8Array): boolean {
+  if (typeof input === 'string') return input.includes('-----BEGIN PGP PUBLIC KEY BLOCK-----');
+  const head = Buffer.from(input.subarray(0, 256)).toString('latin1');
+  if (head.includes('-----BEGIN PGP ')) return Buffer.from(input).toString('utf8').includes('-----BEGIN PGP PUBLIC KEY BLOCK-----');
+  // A binary key starts with a public-key packet: old format tag 6 (0x98-0x9b) or new format (0xc6).
+  const first = input[0] ?? 0;
+  return (first >= 0x98 && first <= 0x9b) || first === 0xc6;
+}
+
+async function keyProblem(input: string | Uint8Array, now: Date): Promise<WebError> {
+  try {
+    await checkPublicKey(input, now);
+  } catch (err) {
+    if (err instanceof KeyError) return new WebError(400, 'bad-key', err.message);
+  }
+  return new WebError(400, 'bad-key', 'Paste an ASCII-armored OpenPGP public key, or choose a key file.');
+}
+
+/**
+ * Validates a key for signup or rotation; throws WebError 400 with KeyError's sentence.
+ * Cheap checks (size, armor) come first and cost nothing; `spend` is called only before
+ * the costly part, parsing and verifying the key.
+ */
+export async function checkKey(
+  web: Web,
+  input: string | Uint8Array,
+  spend: () => void,
+): Promise<Awaited<ReturnType<typeof checkPublicKey>>> {
   const size = typeof input === 'string' ? Buffer.byteLength(input) : input.byteLength;
   if (size === 0 || (typeof input === 'string' && input.trim() === '')) {
     throw new WebError(400, 'bad-key', 'Paste an ASCII-armored OpenPGP public key, or choose a key file.');
@@ -20,6 +47,11 @@ export async function checkKey(web: Web, input: string | Uint8Array): Promise<Aw
   if (size > web.limits.maxKeyBytes) {
     throw new WebError(400, 'bad-key', `The key is larger than ${Math.round(web.limits.maxKeyBytes / 1024)} KiB; export it without extra signatures (gpg --export --export-options export-minimal).`);
   }
+  if (!looksLikePublicKey(input)) {
+    // checkPublicKey refuses such input by its armor line alone (or an empty binary), before any parsing.
+    throw await keyProblem(typeof input === 'string' ? input : new Uint8Array(0), web.date());
+  }
+  spend();
   try {
     return await checkPublicKey(input, web.date());
   } catch (err) {
@@ -28,12 +60,24 @@ export async function checkKey(web: Web, input: string | Uint8Array): Promise<Aw
   }
 }
 
-export async function startSignup(web: Web, input: string | Uint8Array): Promise<PendingSignup> {
-  limit(web.buckets.signup.take(web.now()), 'Too many signups are being started right now. Wait a minute and try again.');
-  const key = await checkKey(web, input);
-  if (web.deps.registry.findByFingerprint(key.fingerprint)) throw new WebError(409, 'key-registered', REGISTERED);
+/** The "server:" line of a decryption challenge: the Host this request came to. */
+export function challengeServer(host: string): string {
+  const server = requestHost(host);
+  if (!server) throw new WebError(400, 'bad-host', 'The Host header of this request is not a host name; open the service by its onion address.');
+  return server;
+}
+
+/**
+ * Starts a signup: the same answer for every usable key, registered or not (whether a key
+ * has an account is told only to whoever proves to hold it, at confirm).
+ */
+export async function startSignup(web: Web, input: string | Uint8Array, host: string): Promise<PendingSignup> {
+  const server = challengeServer(host);
+  const key = await checkKey(web, input, () =>
+    limit(web.buckets.signup.take(web.now()), 'Too many signups are being started right now. Wait a minute and try again.'),
+  );
   const code = newCode();
-  const challenge = await encryptCode(key.key, code);
+  const challenge = await encryptChallenge(key.key, { purpose: 'signup', server, username: '-', fingerprint: key.fingerprint, code });
   const now = web.now();
   const pending: PendingSignup = {
     id: randomId(),
@@ -66,7 +110,6 @@ export async function confirmSignup(
   code: unknown,
   server: { url: string; noTor: boolean },
 ): Promise<User> {
-  limit(web.buckets.answer.take(web.now()));
   if (!codeMatches(pending.codeHash, code)) {
     pending.attemptsLeft -= 1;
     if (pending.attemptsLeft <= 0) {
@@ -78,6 +121,8 @@ export async function confirmSignup(
   }
   web.signups.delete(pending.id);
   const { registry, maildir, logger } = web.deps;
+  // Only now, to whoever proved to hold the key: is it taken?
+  if (registry.findByFingerprint(pending.key.fingerprint)) throw new WebError(409, 'key-registered', REGISTERED);
   let user: User;
   try {
     user = await registry.add(keyRecord(pending.key));

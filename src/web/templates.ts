@@ -67,8 +67,8 @@ Public part only, at most 64 KiB.</p>
 
 <h2>How signing up works</h2>
 <ol>
-<li>You give a public key. The server shows its fingerprint and a short code encrypted to it.</li>
-<li>You decrypt the code with <code>gpg --decrypt</code> and send it back: that proves the key is yours.</li>
+<li>You give a public key. The server shows its fingerprint and a short message encrypted to it.</li>
+<li>You decrypt the message with <code>gpg --decrypt</code> and send back the code on its <code>code:</code> line: that proves the key is yours.</li>
 <li>You get a random username, and mail for <code>anything@USERNAME.${v.domain}</code> waits for you, encrypted.</li>
 </ol>
 
@@ -107,19 +107,25 @@ export function challengePage(v: ChallengeView): string {
 <p>Check that this is your key (<code>gpg --fingerprint</code>). The message below is
 encrypted to it and holds a short code.</p>
 ${errorBox(v.error)}
-<h2>1. Decrypt the code</h2>
+<h2>1. Decrypt the message</h2>
 <p>Save the whole block, from <code>-----BEGIN</code> to <code>-----END</code>, in a file
 named <code>challenge.asc</code>, then run:</p>
 <pre><code>gpg --decrypt challenge.asc</code></pre>
 <p class="hint">Or run <code>gpg --decrypt</code>, paste the block and press Ctrl-D.</p>
 <pre id="challenge">${v.challenge}</pre>
+<p>gpg prints six lines. Check them before you answer: the first is
+<code>kzymy challenge v1</code>, then <code>purpose: signup</code>, <code>server:</code> with the
+address of this site, <code>username: -</code> and <code>fingerprint:</code> with your key's
+fingerprint. The last line is <code>code:</code> followed by the code, like
+<code>code: k7qm-2xwd-9fne-h4tr</code>. If gpg prints anything else, do not send it.</p>
 <h2>2. Send the code back</h2>
 <form method="post" action="/signup/confirm">
 <input type="hidden" name="signup" value="${v.signupId}">
 <input type="hidden" name="csrf" value="${v.csrf}">
-<label for="code">The code gpg printed</label>
-<input type="text" id="code" name="code" required maxlength="100" autocomplete="off" spellcheck="false" autocapitalize="none" aria-describedby="code-hint">
-<p class="hint" id="code-hint">This signup stays open until ${hhmm(v.expiresAt)} UTC;
+<label for="code">The code from the <code>code:</code> line</label>
+<textarea id="code" name="code" rows="2" required maxlength="2000" autocomplete="off" spellcheck="false" autocapitalize="none" aria-describedby="code-hint"></textarea>
+<p class="hint" id="code-hint">Paste the code (e.g. <code>k7qm-2xwd-9fne-h4tr</code>) or the whole <code>code:</code> line;
+the six lines gpg printed work too. This signup stays open until ${hhmm(v.expiresAt)} UTC;
 ${v.attemptsLeft} ${v.attemptsLeft === 1 ? 'attempt is' : 'attempts are'} left. Nothing is created before the right code comes back.</p>
 <button type="submit">Create my account</button>
 </form>`,

@@ -15,14 +15,17 @@ export interface WebLimits {
   /** Signups started: burst and sustained rate (all callers share it: tor is one loopback peer). */
   signupBurst: number;
   signupPerMinute: number;
-  /** Code submissions (signup confirm, login, rotation): burst and rate, all callers. */
-  answerBurst: number;
-  answerPerMinute: number;
-  /** Login challenges: all callers, and per username. */
-  authBurst: number;
-  authPerMinute: number;
-  authPerUserBurst: number;
-  authPerUserPerMinute: number;
+  /** Login decryption challenges encrypted (keys that cannot sign; one per user at a time): all callers. */
+  challengeEncryptBurst: number;
+  challengeEncryptPerMinute: number;
+  /** Failed login proofs per username; a right proof is accepted whatever this bucket holds. */
+  authFailBurst: number;
+  authFailPerMinute: number;
+  /** Keys checked by POST /api/v1/key: all users, and per user. */
+  keyCheckBurst: number;
+  keyCheckPerMinute: number;
+  keyPerUserBurst: number;
+  keyPerUserPerMinute: number;
   /** Login challenge lifetime. */
   challengeTtlMs: number;
   /** Bearer token lifetime. */
@@ -43,12 +46,14 @@ export const DEFAULT_LIMITS: WebLimits = {
   maxPendingSignups: 1000,
   signupBurst: 20,
   signupPerMinute: 20,
-  answerBurst: 60,
-  answerPerMinute: 120,
-  authBurst: 60,
-  authPerMinute: 120,
-  authPerUserBurst: 10,
-  authPerUserPerMinute: 6,
+  challengeEncryptBurst: 60,
+  challengeEncryptPerMinute: 60,
+  authFailBurst: 10,
+  authFailPerMinute: 6,
+  keyCheckBurst: 30,
+  keyCheckPerMinute: 30,
+  keyPerUserBurst: 5,
+  keyPerUserPerMinute: 2,
   challengeTtlMs: 5 * 60_000,
   tokenTtlMs: 30 * 60_000,
   rotationTtlMs: 15 * 60_000,

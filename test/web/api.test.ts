@@ -7,7 +7,21 @@ import path from 'node:path';
 import { deliveryHeaders, encryptBufferToPgpMime } from '../../src/pgp/index.js';
 import { Registry } from '../../src/registry/index.js';
 import { gpg, gpgDecrypt, makeFreshGpgKey, makeGpgKey, requireGpg, type TestKey } from '../helpers/gpg.js';
-import { api, armoredPart, decryptCode, expectSecurityHeaders, login, signupApi, startTestServer, type TestServer } from './harness.js';
+import {
+  api,
+  armoredPart,
+  decryptChallenge,
+  decryptCode,
+  expectSecurityHeaders,
+  gpgSign,
+  login,
+  loginAnswer,
+  loginStatement,
+  serverName,
+  signupApi,
+  startTestServer,
+  type TestServer,
+} from './harness.js';
 import { pathsUnder } from '../helpers/mail.js';
 
 /** Encrypts and stores a message the way the SMTP intake does. */
@@ -123,7 +137,7 @@ describe('web: /api/v1', function () {
   });
 
   describe('signup', () => {
-    it('refuses a bad key, a registered key, a wrong code, an unknown id; 5 wrong codes end it', async () => {
+    it('refuses a bad key, a wrong code, an unknown id; 5 wrong codes end it; a registered key only after its code', async () => {
       const garbage = await api(s, 'POST', '/api/v1/signup', { publicKey: 'garbage' });
       expect(garbage.status).to.equal(400);
       expect(errCode(garbage.json)).to.equal('bad-key');
@@ -133,9 +147,13 @@ describe('web: /api/v1', function () {
       expect(secret.status).to.equal(400);
       expect(JSON.stringify(secret.json)).not.to.include(keyA.secretArmored.split('\n')[3]!);
 
+      // A registered key gets a challenge like any key; only its right code learns that it is taken.
       const registered = await api(s, 'POST', '/api/v1/signup', { publicKey: keyA.publicArmored });
-      expect(registered.status).to.equal(409);
-      expect(errCode(registered.json)).to.equal('key-registered');
+      expect(registered.status).to.equal(201);
+      const regCode = await decryptCode(keyA, registered.json.challenge as string);
+      const taken = await api(s, 'POST', '/api/v1/signup/confirm', { signupId: registered.json.signupId, code: regCode });
+      expect(taken.status).to.equal(409);
+      expect(errCode(taken.json)).to.equal('key-registered');
 
       const k = await makeFreshGpgKey('ed25519');
       const start = await api(s, 'POST', '/api/v1/signup', { publicKey: k.publicArmored });
@@ -211,41 +229,73 @@ describe('web: /api/v1', function () {
       expect(s.registry.get(userA)).to.not.equal(undefined);
     });
 
-    it('refuses an unknown username and a replayed, wrong or expired challenge', async () => {
+    it('refuses an unknown username and a replayed, forged, wrong or expired proof', async () => {
       const unknown = await api(s, 'POST', '/api/v1/auth/challenge', { username: 'nosuchuser00' });
       expect(unknown.status).to.equal(404);
 
-      // Replay: the right answer works once.
+      // A key that can sign gets no decryption challenge: nothing for a client to decrypt.
       const ch = await api(s, 'POST', '/api/v1/auth/challenge', { username: userA });
-      const code = await decryptCode(keyA, ch.json.challenge as string);
-      const ok = await api(s, 'POST', '/api/v1/auth/token', { challengeId: ch.json.challengeId, code });
+      expect(ch.status).to.equal(200);
+      expect(ch.json).to.have.keys('challengeId', 'nonce', 'expiresAt', 'fingerprint');
+      expect(ch.json.fingerprint).to.equal(keyA.fingerprint);
+
+      // Replay: the right answer works once.
+      const answer = await loginAnswer(s, userA, keyA, ch.json);
+      const ok = await api(s, 'POST', '/api/v1/auth/token', answer);
       expect(ok.status).to.equal(200);
       expect(ok.json.username).to.equal(userA);
-      const replay = await api(s, 'POST', '/api/v1/auth/token', { challengeId: ch.json.challengeId, code });
+      const replay = await api(s, 'POST', '/api/v1/auth/token', answer);
       expect(replay.status).to.equal(401);
       expect(errCode(replay.json)).to.equal('bad-challenge');
 
-      // A wrong answer uses the challenge up.
+      // A forged challenge id, and a real one with another user's name in it.
       const ch2 = await api(s, 'POST', '/api/v1/auth/challenge', { username: userA });
-      const wrong = await api(s, 'POST', '/api/v1/auth/token', { challengeId: ch2.json.challengeId, code: 'nope' });
-      expect(wrong.status).to.equal(401);
-      const code2 = await decryptCode(keyA, ch2.json.challenge as string);
-      expect((await api(s, 'POST', '/api/v1/auth/token', { challengeId: ch2.json.challengeId, code: code2 })).status).to.equal(401);
+      const id2 = ch2.json.challengeId as string;
+      const good2 = await loginAnswer(s, userA, keyA, ch2.json);
+      const forged = id2.replace(/^[a-z0-9]+\./, `${userB}.`);
+      expect((await api(s, 'POST', '/api/v1/auth/token', { ...good2, challengeId: forged })).status).to.equal(401);
+      const later = id2.replace(/\.(\d+)\./, (_m, t: string) => `.${Number(t) + 3_600_000}.`);
+      expect((await api(s, 'POST', '/api/v1/auth/token', { ...good2, challengeId: later })).status).to.equal(401);
 
-      // A challenge for user B is encrypted to B's key only.
-      const chB = await api(s, 'POST', '/api/v1/auth/challenge', { username: userB });
-      await decryptCode(keyA, chB.json.challenge as string).then(
-        () => expect.fail('user A decrypted a challenge for user B'),
-        () => undefined,
-      );
+      // Statements that are not exactly for this challenge, user, key and server.
+      const sign = async (statement: string): Promise<Record<string, unknown>> => ({ challengeId: id2, statement, signature: await gpgSign(keyA, statement) });
+      const nonce2 = ch2.json.nonce as string;
+      const wrongStatements = [
+        loginStatement('evil.example:80', userA, keyA.fingerprint, nonce2),
+        loginStatement('abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz2345.onion', userA, keyA.fingerprint, nonce2),
+        loginStatement(serverName(s), userB, keyA.fingerprint, nonce2),
+        loginStatement(serverName(s), userA, keyB.fingerprint, nonce2),
+        loginStatement(serverName(s), userA, keyA.fingerprint, ch.json.nonce as string),
+        loginStatement(serverName(s), userA, keyA.fingerprint, nonce2).replace(/\n/g, '\r\n'),
+        loginStatement(serverName(s), userA, keyA.fingerprint, nonce2) + 'extra\n',
+      ];
+      // Each failure counts against userA; past 10 they are answered 429 (still refused).
+      const refused = (r: { status: number; json: Record<string, unknown> }, what: string): void => {
+        expect([401, 429], what).to.include(r.status);
+        expect(['bad-proof', 'rate-limited'], what).to.include(errCode(r.json));
+      };
+      for (const st of wrongStatements) refused(await api(s, 'POST', '/api/v1/auth/token', await sign(st)), st);
+      // A signature by another key, over the right statement.
+      const right2 = good2.statement as string;
+      refused(await api(s, 'POST', '/api/v1/auth/token', { challengeId: id2, statement: right2, signature: await gpgSign(keyB, right2) }), 'by B');
+      // A signature of keyA over another text.
+      refused(await api(s, 'POST', '/api/v1/auth/token', { challengeId: id2, statement: right2, signature: await gpgSign(keyA, right2 + 'x') }), 'other text');
+      // Junk signatures and a code for a key that signs.
+      for (const signature of ['', 'x'.repeat(9000), '-----BEGIN PGP SIGNATURE-----\n\nAAAA\n-----END PGP SIGNATURE-----\n', keyA.publicArmored]) {
+        refused(await api(s, 'POST', '/api/v1/auth/token', { challengeId: id2, statement: right2, signature }), signature.slice(0, 40));
+      }
+      refused(await api(s, 'POST', '/api/v1/auth/token', { challengeId: id2, code: 'abcd-efgh-ijkl-mnop' }), 'code');
+      // None of that used the challenge up, and the failures do not lock her out: the right proof works.
+      expect((await api(s, 'POST', '/api/v1/auth/token', good2)).status).to.equal(200);
 
       // Expiry.
       const ch3 = await api(s, 'POST', '/api/v1/auth/challenge', { username: userA });
-      const code3 = await decryptCode(keyA, ch3.json.challenge as string);
+      const answer3 = await loginAnswer(s, userA, keyA, ch3.json);
       s.clock.offsetMs = 5 * 60_000 + 1000;
       try {
-        const late = await api(s, 'POST', '/api/v1/auth/token', { challengeId: ch3.json.challengeId, code: code3 });
+        const late = await api(s, 'POST', '/api/v1/auth/token', answer3);
         expect(late.status).to.equal(401);
+        expect(errCode(late.json)).to.equal('bad-challenge');
       } finally {
         s.clock.offsetMs = 0;
       }
@@ -278,18 +328,21 @@ describe('web: /api/v1', function () {
       expect(ch.status).to.equal(403);
     });
 
-    it('rate-limits login challenges per username', async () => {
+    it('rate-limits failed proofs per username, never the right one', async () => {
       const k = await makeFreshGpgKey('ed25519');
       const u = await signupApi(s, k);
       let limited = false;
       for (let i = 0; i < 15 && !limited; i++) {
-        const r = await api(s, 'POST', '/api/v1/auth/challenge', { username: u });
+        const ch = await api(s, 'POST', '/api/v1/auth/challenge', { username: u });
+        expect(ch.status).to.equal(200);
+        const r = await api(s, 'POST', '/api/v1/auth/token', { challengeId: ch.json.challengeId, code: 'zzzz-zzzz-zzzz-zzzz' });
         if (r.status === 429) {
           limited = true;
           expect(r.res.headers.get('retry-after')).to.match(/^\d+$/);
-        } else expect(r.status).to.equal(200);
+        } else expect(r.status).to.equal(401);
       }
       expect(limited).to.equal(true);
+      expect(await login(s, u, k)).to.match(/^kzt_/);
     });
   });
 
@@ -424,9 +477,15 @@ describe('web: /api/v1', function () {
       const t = await login(s, u, oldKey);
       const other = await login(s, u, oldKey);
 
-      // Someone else's key is refused.
+      // Someone else's key is refused, and only after its challenge is answered.
       const taken = await api(s, 'POST', '/api/v1/key', { publicKey: keyB.publicArmored }, t);
-      expect(taken.status).to.equal(409);
+      expect(taken.status).to.equal(202);
+      const takenCode = await decryptChallenge(keyB, taken.json.challenge as string);
+      expect(takenCode).to.include({ purpose: 'rotate', username: u, fingerprint: keyB.fingerprint, server: serverName(s) });
+      const takenDone = await api(s, 'POST', '/api/v1/key/confirm', { rotationId: taken.json.rotationId, code: takenCode.code }, t);
+      expect(takenDone.status).to.equal(409);
+      expect(errCode(takenDone.json)).to.equal('key-registered');
+      expect(s.registry.get(u)!.fingerprint).to.equal(oldKey.fingerprint);
 
       const r1 = await api(s, 'POST', '/api/v1/key', { publicKey: newKey.publicArmored }, t);
       expect(r1.status).to.equal(202);
@@ -473,10 +532,10 @@ describe('web: /api/v1', function () {
       );
       // And login now needs the new key.
       const ch = await api(s, 'POST', '/api/v1/auth/challenge', { username: u });
-      await decryptCode(oldKey, ch.json.challenge as string).then(
-        () => expect.fail('the old key decrypted a login challenge'),
-        () => undefined,
-      );
+      expect(ch.json.fingerprint).to.equal(newKey.fingerprint);
+      const st = loginStatement(serverName(s), u, newKey.fingerprint, ch.json.nonce as string);
+      const byOld = await api(s, 'POST', '/api/v1/auth/token', { challengeId: ch.json.challengeId, statement: st, signature: await gpgSign(oldKey, st) });
+      expect(byOld.status).to.equal(401);
       expect(await login(s, u, newKey)).to.match(/^kzt_/);
     });
 

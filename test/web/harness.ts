@@ -10,7 +10,7 @@ import { MaildirStore } from '../../src/maildir/index.js';
 import { KeyCache } from '../../src/pgp/index.js';
 import { startWeb, type WebDeps, type WebLimits } from '../../src/web/index.js';
 import { tempDir } from '../helpers/env.js';
-import { gpgDecrypt, type TestKey } from '../helpers/gpg.js';
+import { gpg, gpgDecrypt, type TestKey } from '../helpers/gpg.js';
 
 export interface TestServer {
   base: string;
@@ -130,8 +130,39 @@ export function byId(body: string, id: string): string {
   return htmlUnescape(m[1]!);
 }
 
+/** The six lines of a decryption challenge, as gpg decrypts them. */
+export const CHALLENGE_FORMAT =
+  /^kzymy challenge v1\npurpose: (signup|rotate|login)\nserver: ([^\n]+)\nusername: ([a-z0-9]+|-)\nfingerprint: ([0-9A-F]{40}|[0-9A-F]{64})\ncode: ([a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4})\n$/;
+
+/** gpg --decrypt of a challenge: its plaintext must be kzymy's exact format. */
+export async function decryptChallenge(
+  key: TestKey,
+  armored: string,
+): Promise<{ purpose: string; server: string; username: string; fingerprint: string; code: string; text: string }> {
+  const text = (await gpgDecrypt(key.gnupghome, armored)).toString('utf8');
+  const m = CHALLENGE_FORMAT.exec(text);
+  if (!m) throw new Error(`the challenge plaintext is not in kzymy's format: ${JSON.stringify(text)}`);
+  return { purpose: m[1]!, server: m[2]!, username: m[3]!, fingerprint: m[4]!, code: m[5]!, text };
+}
+
+/** The code of a challenge (its `code:` line). */
 export async function decryptCode(key: TestKey, armored: string): Promise<string> {
-  return (await gpgDecrypt(key.gnupghome, armored)).toString('utf8').trim();
+  return (await decryptChallenge(key, armored)).code;
+}
+
+/** The statement a client signs to log in. */
+export function loginStatement(server: string, username: string, fingerprint: string, nonce: string): string {
+  return `kzymy login v1\nserver: ${server}\nusername: ${username}\nfingerprint: ${fingerprint}\nnonce: ${nonce}\n`;
+}
+
+/** `gpg --detach-sign --armor` of a text with the key. */
+export async function gpgSign(key: TestKey, text: string): Promise<string> {
+  return (await gpg(key.gnupghome, ['--armor', '--detach-sign', '--local-user', key.fingerprint], text)).toString('utf8');
+}
+
+/** The "server:" name of the test server, as a client on loopback gives it. */
+export function serverName(s: TestServer): string {
+  return `127.0.0.1:${s.port}`;
 }
 
 export async function api(
@@ -165,12 +196,29 @@ export async function signupApi(s: TestServer, key: TestKey): Promise<string> {
   return done.json.username as string;
 }
 
-/** Challenge, decrypt with gpg, token. */
+/** The token request of a login: a statement signed with real gpg (or the code, when the key cannot sign). */
+export async function loginAnswer(
+  s: TestServer,
+  username: string,
+  key: TestKey,
+  ch: Record<string, unknown>,
+): Promise<Record<string, unknown>> {
+  if (typeof ch.challenge === 'string') {
+    const c = await decryptChallenge(key, ch.challenge);
+    expect(c).to.include({ purpose: 'login', server: serverName(s), username, fingerprint: key.fingerprint });
+    return { challengeId: ch.challengeId, code: c.code };
+  }
+  const statement = loginStatement(serverName(s), username, key.fingerprint, ch.nonce as string);
+  return { challengeId: ch.challengeId, statement, signature: await gpgSign(key, statement) };
+}
+
+/** Challenge, sign (or decrypt) with gpg, token. */
 export async function login(s: TestServer, username: string, key: TestKey): Promise<string> {
   const ch = await api(s, 'POST', '/api/v1/auth/challenge', { username });
   expect(ch.status, JSON.stringify(ch.json)).to.equal(200);
-  const code = await decryptCode(key, ch.json.challenge as string);
-  const tok = await api(s, 'POST', '/api/v1/auth/token', { challengeId: ch.json.challengeId, code });
+  expect(ch.json.fingerprint).to.equal(key.fingerprint);
+  expect(ch.json.nonce).to.match(/^[A-Za-z0-9_-]{43}$/);
+  const tok = await api(s, 'POST', '/api/v1/auth/token', await loginAnswer(s, username, key, ch.json));
   expect(tok.status, JSON.stringify(tok.json)).to.equal(200);
   return tok.json.token as string;
 }
