@@ -1,5 +1,8 @@
 // A real kzymy web server for tests: real registry and Maildir in a temporary folder,
 // listening on 127.0.0.1, port 0. Logs are kept in memory to check what they hold.
+import { chmod, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import { HtmlValidate } from 'html-validate';
 import { expect } from 'chai';
@@ -10,7 +13,7 @@ import { MaildirStore } from '../../src/maildir/index.js';
 import { KeyCache } from '../../src/pgp/index.js';
 import { startWeb, type WebDeps, type WebLimits } from '../../src/web/index.js';
 import { tempDir } from '../helpers/env.js';
-import { gpg, gpgDecrypt, type TestKey } from '../helpers/gpg.js';
+import { gpg, gpgDecrypt, killGpgAgent, TEST_UID, type TestKey } from '../helpers/gpg.js';
 
 export interface TestServer {
   base: string;
@@ -228,4 +231,89 @@ export function armoredPart(file: Buffer | string): string {
   const m = /-----BEGIN PGP MESSAGE-----[\s\S]*?-----END PGP MESSAGE-----/.exec(file.toString());
   if (!m) throw new Error('no armored message in the file');
   return m[0] + '\n';
+}
+
+/**
+ * A GnuPG key made by `gpg --quick-gen-key` with the given arguments (after the user id),
+ * in a fresh GNUPGHOME; `addSubkey` then adds a subkey with `gpg --quick-add-key`.
+ * Call `dispose` to stop its agent and remove the folder.
+ */
+export async function makeCustomGpgKey(
+  algoUsageExpire: string[],
+  addSubkey?: string[],
+): Promise<TestKey & { dispose(): Promise<void> }> {
+  const { dir, cleanup } = await tempDir('kzymy-key-');
+  await chmod(dir, 0o700);
+  await gpg(dir, ['--quick-gen-key', TEST_UID, ...algoUsageExpire]);
+  const colons = (await gpg(dir, ['--with-colons', '--fingerprint', '--list-secret-keys'])).toString('utf8');
+  const fingerprint = colons.split('\n').find((l) => l.startsWith('fpr:'))!.split(':')[9]!.toUpperCase();
+  if (addSubkey) await gpg(dir, ['--quick-add-key', fingerprint, ...addSubkey]);
+  const publicArmored = (await gpg(dir, ['--armor', '--export', fingerprint])).toString('utf8');
+  const secretArmored = (await gpg(dir, ['--armor', '--export-secret-keys', fingerprint])).toString('utf8');
+  const secretKeyFile = path.join(dir, 'secret-key.asc');
+  await writeFile(secretKeyFile, secretArmored, { mode: 0o600 });
+  return {
+    gnupghome: dir,
+    fingerprint,
+    publicArmored,
+    secretArmored,
+    secretKeyFile,
+    uid: TEST_UID,
+    dispose: async () => {
+      await killGpgAgent(dir);
+      await cleanup();
+    },
+  };
+}
+
+/** Fingerprints of the subkeys of a key in its GNUPGHOME, in order. */
+export async function subkeyFingerprints(key: TestKey): Promise<string[]> {
+  const colons = (await gpg(key.gnupghome, ['--with-colons', '--with-subkey-fingerprints', '--list-keys', key.fingerprint])).toString('utf8');
+  const lines = colons.split('\n');
+  const out: string[] = [];
+  lines.forEach((l, i) => {
+    if (l.startsWith('sub:')) {
+      const f = lines.slice(i + 1).find((x) => x.startsWith('fpr:'));
+      if (f) out.push(f.split(':')[9]!.toUpperCase());
+    }
+  });
+  return out;
+}
+
+/** A JSON request with a chosen Host header (fetch does not let a test set one). */
+export function apiWithHost(
+  s: TestServer,
+  host: string,
+  method: string,
+  p: string,
+  body?: unknown,
+): Promise<{ status: number; json: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port: s.port,
+        method,
+        path: p,
+        headers: { host, ...(data ? { 'content-type': 'application/json', 'content-length': String(data.length) } : {}) },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let json: Record<string, unknown> = {};
+          try {
+            json = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+          } catch {
+            json = { raw: text };
+          }
+          resolve({ status: res.statusCode ?? 0, json });
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(data);
+  });
 }

@@ -7,6 +7,7 @@ import { tempDir } from '../helpers/env.js';
 import {
   armoredPart,
   byId,
+  decryptChallenge,
   decryptCode,
   expectGoodPage,
   expectSecurityHeaders,
@@ -126,9 +127,11 @@ describe('web: signup pages', function () {
     // Nothing exists before the code comes back.
     expect(await userCount(s)).to.equal(before);
 
-    const code = await decryptCode(key, challenge);
-    expect(code).to.match(/^[a-z0-9]{4}(-[a-z0-9]{4}){3}$/);
-    const step2 = await postCode(s, step1.body, code);
+    const decrypted = await decryptChallenge(key, challenge);
+    expect(decrypted).to.include({ purpose: 'signup', server: `127.0.0.1:${s.port}`, username: '-', fingerprint: key.fingerprint });
+    expect(step1.body).to.include('code:');
+    // A person may paste all six lines gpg printed: the code line is taken from them.
+    const step2 = await postCode(s, step1.body, decrypted.text);
     expect(step2.res.status).to.equal(200);
     await expectGoodPage(step2.res, step2.body);
     const username = byId(step2.body, 'username');
@@ -154,13 +157,26 @@ describe('web: signup pages', function () {
     expect(plain).to.include('Subject: Welcome to kzymy');
     expect(plain).to.include(`anything@${username}.kzymy.test`);
 
-    // The same key again: refused, one key one account.
+    // The same key again, by a stranger who holds only the public key: the same answer
+    // as for a fresh key, a challenge page; nothing tells that the key has an account.
+    const fresh = await makeFreshGpgKey('ed25519');
     const again = await postKey(s, key.publicArmored);
-    expect(again.res.status).to.equal(409);
+    const other = await postKey(s, fresh.publicArmored);
+    expect(again.res.status).to.equal(other.res.status);
     await expectGoodPage(again.res, again.body);
-    expect(byId(again.body, 'error')).to.match(/already registered/);
-    // The refused public key is shown again in the textarea, escaped.
-    expect(again.body).to.include('-----BEGIN PGP PUBLIC KEY BLOCK-----');
+    const shape = (body: string): string =>
+      body
+        .replace(/<code class="fpr" id="fingerprint">[^<]*</, '<FPR<')
+        .replace(/<pre id="challenge">[^<]*</, '<CHALLENGE<')
+        .replace(/value="[^"]*"/g, 'value=""')
+        .replace(/until \d\d:\d\d UTC/, 'until HH:MM UTC');
+    expect(shape(again.body)).to.equal(shape(other.body));
+    expect(again.body).not.to.match(/already registered/);
+    // Only the key's holder, with the right code, learns it: refused, one key one account.
+    const taken = await postCode(s, again.body, await decryptCode(key, byId(again.body, 'challenge')));
+    expect(taken.res.status).to.equal(409);
+    await expectGoodPage(taken.res, taken.body);
+    expect(byId(taken.body, 'error')).to.match(/already registered/);
     expect(await userCount(s)).to.equal(before + 1);
 
     // Info logs hold no username, fingerprint or address.
@@ -302,5 +318,34 @@ describe('web: signup rate limit', function () {
     });
     expect(res.status).to.equal(429);
     expect(((await res.json()) as { error: { code: string } }).error.code).to.equal('rate-limited');
+  });
+});
+
+describe('web: junk does not use up the signup limit', function () {
+  let s: TestServer;
+  before(async function () {
+    requireGpg(this);
+    s = await startTestServer({ limits: { signupBurst: 2, signupPerMinute: 1 } });
+  });
+  after(async () => {
+    await s?.close();
+  });
+
+  it('still takes a valid signup after 60 junk posts (garbage, a secret key, malformed forms and bodies)', async () => {
+    const secret = (await makeGpgKey('ed25519')).secretArmored;
+    for (let i = 0; i < 15; i++) {
+      expect((await postKey(s, 'not a key ' + i)).res.status).to.equal(400);
+      expect((await postKey(s, secret)).res.status).to.equal(400);
+      const api = await fetch(s.base + '/api/v1/signup', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ publicKey: 'x'.repeat(i + 1) }) });
+      expect(api.status).to.equal(400);
+      const broken = await fetch(s.base + '/api/v1/signup', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"publicKey":' });
+      expect(broken.status).to.equal(400);
+    }
+    const k = await makeFreshGpgKey('ed25519');
+    const step1 = await postKey(s, k.publicArmored);
+    expect(step1.res.status).to.equal(200);
+    const step2 = await postCode(s, step1.body, await decryptCode(k, byId(step1.body, 'challenge')));
+    expect(step2.res.status).to.equal(200);
+    expect(s.registry.findByFingerprint(k.fingerprint)).to.not.equal(undefined);
   });
 });
