@@ -104,9 +104,21 @@ export function apiRouter(web: Web): Router {
 
   // --- authentication -----------------------------------------------------------------
 
+  // An unexpected failure in a login is a sentence and a 503, never a 500.
+  const authStep = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof WebError) throw err;
+      const e = err as { name?: unknown; code?: unknown };
+      logger.error({ evt: 'auth-failed', step: what, err: { name: String(e.name ?? 'Error'), code: e.code === undefined ? undefined : String(e.code) } }, 'auth');
+      throw new WebError(503, 'auth-unavailable', `The server could not complete this ${what} right now; nothing was changed. Try again in a minute, and tell the operator if it keeps failing.`, { 'Retry-After': '60' });
+    }
+  };
+
   router.post('/auth/challenge', async (ctx) => {
     const body = await json(ctx);
-    const c = await createChallenge(web, body.username, ctx.host);
+    const c = await authStep('login challenge', () => createChallenge(web, body.username, ctx.host));
     ctx.body = {
       challengeId: c.challengeId,
       nonce: c.nonce,
@@ -118,7 +130,9 @@ export function apiRouter(web: Web): Router {
 
   router.post('/auth/token', async (ctx) => {
     const body = await json(ctx);
-    const t = await issueToken(web, { challengeId: body.challengeId, statement: body.statement, signature: body.signature, code: body.code }, ctx.host);
+    const t = await authStep('login', () =>
+      issueToken(web, { challengeId: body.challengeId, statement: body.statement, signature: body.signature, code: body.code }, ctx.host),
+    );
     ctx.body = { token: t.token, tokenType: 'Bearer', username: t.username, expiresAt: t.expiresAt.toISOString() };
   });
 
