@@ -6,7 +6,7 @@ import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { requireBinaries } from '../helpers/env.js';
 import { makeFreshGpgKey, makeGpgKey, requireGpg } from '../helpers/gpg.js';
-import { decryptCode, expectSecurityHeaders, startTestServer, type TestServer } from './harness.js';
+import { decryptChallenge, expectSecurityHeaders, startTestServer, type TestServer } from './harness.js';
 
 const OUT = path.resolve('test-output/web');
 const CHROMIUM = '/usr/bin/chromium';
@@ -68,7 +68,8 @@ describe('web: real browser, JavaScript off, 360 px', function () {
     const fpr = (await page.textContent('#fingerprint'))!.replace(/\s/g, '');
     expect(fpr).to.equal(key.fingerprint);
     const armored = (await page.textContent('#challenge'))!;
-    const code = await decryptCode(key, armored);
+    const decrypted = await decryptChallenge(key, armored);
+    expect(decrypted.purpose).to.equal('signup');
 
     // A wrong code first: the page says so and keeps the challenge.
     await page.fill('#code', 'wrong-code-0000');
@@ -76,7 +77,8 @@ describe('web: real browser, JavaScript off, 360 px', function () {
     await check('03-wrong-code');
     expect(await page.textContent('#error')).to.match(/not right/);
 
-    await page.fill('#code', code);
+    // What a person pastes from the terminal: all six lines gpg printed; the code line counts.
+    await page.fill('#code', decrypted.text);
     await Promise.all([page.waitForURL(s.base + '/signup/confirm'), page.click('button[type=submit]')]);
     await check('04-done');
     const username = (await page.textContent('#username'))!.trim();
