@@ -15,7 +15,7 @@ export interface WebLimits {
   /** Signups started: burst and sustained rate (all callers share it: tor is one loopback peer). */
   signupBurst: number;
   signupPerMinute: number;
-  /** Login decryption challenges encrypted (keys that cannot sign; one per user at a time): all callers. */
+  /** Login decryption challenges encrypted for a server name other than the onion (keys that cannot sign): all callers. */
   challengeEncryptBurst: number;
   challengeEncryptPerMinute: number;
   /** Failed login proofs per username; a right proof is accepted whatever this bucket holds. */

@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { gpg, makeFreshGpgKey, makeGpgKey, requireGpg } from '../helpers/gpg.js';
 import {
   api,
+  apiWithHost,
   decryptChallenge,
   gpgSign,
   login,
@@ -46,6 +47,11 @@ describe('web: a user whose key expired can log in and repair it', function () {
   let subkeyExpires: Key;
   let userP: string;
   let userS: string;
+  // A server that knows its onion name, with a small budget for loopback-name challenges.
+  const onion = 'kzymyexpirytestonionxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.onion';
+  let sOnion: TestServer;
+  let onionKey: Key;
+  let userO: string;
 
   before(async function () {
     requireGpg(this);
@@ -56,10 +62,15 @@ describe('web: a user whose key expired can log in and repair it', function () {
     subkeyExpires = await makeCustomGpgKey(['ed25519', 'sign', 'never'], ['cv25519', 'encr', `seconds=${LIFETIME_S}`]);
     userP = await signupApi(s, primaryExpires);
     userS = await signupApi(s, subkeyExpires);
-    await waitUntilExpired([primaryExpires, subkeyExpires]);
+    sOnion = await startTestServer({ onion, limits: { challengeEncryptBurst: 3, challengeEncryptPerMinute: 1 } });
+    onionKey = await makeCustomGpgKey(['ed25519', 'sign', `seconds=${LIFETIME_S}`], ['cv25519', 'encr', `seconds=${LIFETIME_S}`]);
+    userO = await signupApi(sOnion, onionKey);
+    await waitUntilExpired([primaryExpires, subkeyExpires, onionKey]);
   });
   after(async () => {
     await s?.close();
+    await sOnion?.close();
+    await onionKey?.dispose();
     await primaryExpires?.dispose();
     await subkeyExpires?.dispose();
   });
@@ -125,6 +136,22 @@ describe('web: a user whose key expired can log in and repair it', function () {
     const next = await api(s, 'POST', '/api/v1/auth/challenge', { username: userP });
     expect(next.json.challenge).to.equal(undefined);
     expect(await login(s, userP, primaryExpires)).to.match(/^kzt_/);
+  });
+
+  it('a stranger churning loopback server names cannot use up the decryption challenges of the onion name', async () => {
+    const statuses: number[] = [];
+    for (let i = 2; i < 12; i++) {
+      statuses.push((await apiWithHost(sOnion, `127.0.0.${i}:${sOnion.port}`, 'POST', '/api/v1/auth/challenge', { username: userO })).status);
+    }
+    expect(statuses.slice(0, 3)).to.deep.equal([200, 200, 200]);
+    expect(statuses.slice(3)).to.include(429);
+    // The owner, through the onion: a challenge naming the onion, and a token.
+    const ch = await apiWithHost(sOnion, onion, 'POST', '/api/v1/auth/challenge', { username: userO });
+    expect(ch.status, JSON.stringify(ch.json)).to.equal(200);
+    const c = await decryptChallenge(onionKey, ch.json.challenge as string);
+    expect(c).to.include({ purpose: 'login', server: onion, username: userO });
+    const tok = await apiWithHost(sOnion, onion, 'POST', '/api/v1/auth/token', { challengeId: ch.json.challengeId, code: c.code });
+    expect(tok.status, JSON.stringify(tok.json)).to.equal(200);
   });
 
   it('never answers 500 to a login: a damaged or revoked stored key is a sentence', async () => {
