@@ -79,7 +79,8 @@ export function challengeText(f: ChallengeFields): string {
  * key is taken as of (a moment it could still encrypt, for a key that has since expired).
  */
 export async function encryptChallenge(key: PublicKey, f: ChallengeFields, date?: Date): Promise<string> {
-  const message = await createMessage({ text: challengeText(f), ...(date ? { date } : {}) });
+  // Binary literal data: the exact LF-terminated bytes (a text literal would carry CRLF).
+  const message = await createMessage({ binary: Buffer.from(challengeText(f), 'utf8'), ...(date ? { date } : {}) });
   return encrypt({ message, encryptionKeys: key, format: 'armored', config: PGP_CONFIG, ...(date ? { date } : {}) });
 }
 

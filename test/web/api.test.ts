@@ -6,10 +6,11 @@ import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { deliveryHeaders, encryptBufferToPgpMime } from '../../src/pgp/index.js';
 import { Registry } from '../../src/registry/index.js';
-import { gpg, gpgDecrypt, makeFreshGpgKey, makeGpgKey, requireGpg, type TestKey } from '../helpers/gpg.js';
+import { gpg, gpgDecrypt, makeFreshGpgKey, makeGpgKey, requireGpg, requireSq, sqDecrypt, type TestKey } from '../helpers/gpg.js';
 import {
   api,
   armoredPart,
+  CHALLENGE_FORMAT,
   decryptChallenge,
   decryptCode,
   expectSecurityHeaders,
@@ -174,6 +175,25 @@ describe('web: /api/v1', function () {
       expect(late.status).to.equal(404);
       expect(errCode(late.json)).to.equal('no-signup');
       expect(s.registry.findByFingerprint(k.fingerprint)).to.equal(undefined);
+    });
+
+    it('sends a challenge whose plaintext is exactly the six lines, byte for byte, for gpg and for sq', async function () {
+      requireSq(this);
+      const start = await api(s, 'POST', '/api/v1/signup', { publicKey: keyA.publicArmored });
+      const armored = start.json.challenge as string;
+      const viaGpg = await gpgDecrypt(keyA.gnupghome, armored);
+      const viaSq = await sqDecrypt(keyA.secretKeyFile, armored);
+      expect(viaSq.equals(viaGpg)).to.equal(true);
+      const text = viaGpg.toString('utf8');
+      expect(text).to.match(CHALLENGE_FORMAT);
+      expect(text).not.to.include('\r');
+      expect(text.split('\n').slice(0, 5)).to.deep.equal([
+        'kzymy challenge v1',
+        'purpose: signup',
+        `server: ${serverName(s)}`,
+        'username: -',
+        `fingerprint: ${keyA.fingerprint}`,
+      ]);
     });
 
     it('lets a pending signup expire', async () => {
