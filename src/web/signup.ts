@@ -48,8 +48,10 @@ export async function checkKey(
     throw new WebError(400, 'bad-key', `The key is larger than ${Math.round(web.limits.maxKeyBytes / 1024)} KiB; export it without extra signatures (gpg --export --export-options export-minimal).`);
   }
   if (!looksLikePublicKey(input)) {
-    // checkPublicKey refuses such input by its armor line alone (or an empty binary), before any parsing.
-    throw await keyProblem(typeof input === 'string' ? input : new Uint8Array(0), web.date());
+    // checkPublicKey refuses such text by its armor lines alone (a secret key is named as
+    // one), and an empty binary at once: no parsing either way.
+    const text = typeof input === 'string' ? input : Buffer.from(input.subarray(0, 256)).toString('latin1').includes('-----BEGIN PGP ') ? Buffer.from(input).toString('utf8') : null;
+    throw await keyProblem(text ?? new Uint8Array(0), web.date());
   }
   spend();
   try {

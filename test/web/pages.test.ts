@@ -187,6 +187,15 @@ describe('web: signup pages', function () {
     expect(logText).to.include('"route":"/signup/confirm"');
   });
 
+  it('names an uploaded secret key file as a secret key, and echoes nothing of it', async () => {
+    const secret = (await makeGpgKey('ed25519')).secretArmored;
+    const { res, body } = await postKey(s, '', { file: Buffer.from(secret) });
+    expect(res.status).to.equal(400);
+    await expectGoodPage(res, body);
+    expect(byId(body, 'error')).to.match(/SECRET key/);
+    expect(body).not.to.include(secret.split('\n').find((l) => l.length > 60)!);
+  });
+
   it('signs up with an uploaded key file', async () => {
     const k = await makeFreshGpgKey('ed25519');
     const step1 = await postKey(s, '', { file: Buffer.from(k.publicArmored) });
