@@ -170,14 +170,15 @@ export class Gnupg {
         `GnuPG needs the passphrase of your key to sign ${what} and cannot ask for it here: unlock the key with gpg-agent first (for example sign any file with gpg in a terminal, or use gpg-preset-passphrase), or use a key without a passphrase for automation.`,
       );
     }
-    const inv = /\[GNUPG:\] INV_SGNR (\d+)/.exec(r.stderr);
-    if (inv?.[1] === '9' || /No secret key/i.test(r.stderr)) {
-      throw new ClientError(`${this.where()} holds no secret key ${fingerprint} that could sign ${what}${this.opts.homedir ? '' : ' (give --gnupghome?)'}.`);
-    }
-    if (inv || /Unusable secret key|unusable|expired|revoked/i.test(r.stderr)) {
+    // gpg reports an expired or revoked key as INV_SGNR 9 ("no secret key") too: its words
+    // and the KEYEXPIRED/KEYREVOKED status tell the cases apart.
+    if (/Unusable secret key|\[GNUPG:\] (KEYEXPIRED|KEYREVOKED|INV_SGNR (3|4|5) )/.test(r.stderr)) {
       throw new ClientError(
         `Your key ${fingerprint} cannot make a signature now (expired, revoked, or without a signing key), so it cannot sign ${what}: extend it with \`gpg --quick-set-expire ${fingerprint} 2y\` and run \`kzymy-client key update\`, or add a signing subkey.`,
       );
+    }
+    if (/\[GNUPG:\] INV_SGNR 9 |No secret key/i.test(r.stderr)) {
+      throw new ClientError(`${this.where()} holds no secret key ${fingerprint} that could sign ${what}${this.opts.homedir ? '' : ' (give --gnupghome?)'}.`);
     }
     const last = r.stderr
       .split('\n')

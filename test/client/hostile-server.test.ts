@@ -12,7 +12,7 @@ import path from 'node:path';
 import { createMessage, readKey, readSignature, verify } from 'openpgp';
 import { encryptBufferToPgpMime } from '../../src/pgp/index.js';
 import { tempDir } from '../helpers/env.js';
-import { gpg, makeGpgKey, parsePgpMime, requireGpg, type TestKey } from '../helpers/gpg.js';
+import { gpg, killGpgAgent, makeGpgKey, parsePgpMime, requireGpg, run, TEST_UID, type TestKey } from '../helpers/gpg.js';
 import { marker, rawMessage } from '../helpers/mail.js';
 import { countingListener, expectNoStack, onionAddress, runClient, type ClientRun } from './helpers.js';
 
@@ -358,6 +358,43 @@ describe('kzymy-client against a hostile server', function () {
       } finally {
         await h.close();
       }
+    }
+  });
+
+  it('says so in a sentence when gpg cannot sign: an expired key, a locked key without a pinentry', async function () {
+    const expired = await makeGpgKey('expired');
+    const h = await startHostile(expired, {});
+    try {
+      const r = await runClient(['--config', configFile(), '--gnupghome', expired.gnupghome, '--server', h.url, '--no-tor',
+        '--key', expired.fingerprint, '--username', USERNAME, 'status']);
+      expect(r.code, r.stderr).to.equal(1);
+      expect(r.stderr).to.include(`Your key ${expired.fingerprint} cannot make a signature now (expired, revoked, or without a signing key)`);
+      expect(h.requests.map((q) => q.path)).not.to.include('/api/v1/auth/token');
+      expectNoStack(r);
+    } finally {
+      await h.close();
+    }
+    const { dir: home, cleanup: done } = await tempDir('kzymy-locked-');
+    try {
+      const g = await run('gpg', ['--homedir', home, '--batch', '--pinentry-mode', 'loopback', '--passphrase', 'correct horse',
+        '--quick-gen-key', TEST_UID, 'future-default', 'default', 'never']);
+      expect(g.code, g.stderr).to.equal(0);
+      const fpr = (await gpg(home, ['--with-colons', '-k'])).toString().split('\n').find((l) => l.startsWith('fpr:'))!.split(':')[9]!;
+      await killGpgAgent(home); // forget any cached passphrase
+      const h2 = await startHostile({ ...key, fingerprint: fpr }, {});
+      try {
+        const r = await runClient(['--config', configFile(), '--gnupghome', home, '--server', h2.url, '--no-tor',
+          '--key', fpr, '--username', USERNAME, 'status']);
+        expect(r.code, r.stderr).to.equal(1);
+        expect(r.stderr).to.match(/GnuPG needs the passphrase of your key to sign the login statement and cannot ask for it here/);
+        expect(h2.requests.map((q) => q.path)).not.to.include('/api/v1/auth/token');
+        expectNoStack(r);
+      } finally {
+        await h2.close();
+      }
+    } finally {
+      await killGpgAgent(home);
+      await done();
     }
   });
 
