@@ -78,7 +78,7 @@ export async function runKeyUpdate(ctx: Context, newKeyId?: string): Promise<voi
   const publicKey = await gpg.exportPublic(next.fingerprint);
   const s = ctx.session();
   const account = await s.account();
-  if (newKeyId === undefined && account.fingerprint && account.fingerprint.toUpperCase() !== current.fingerprint) {
+  if (newKeyId === undefined && account.fingerprint && String(account.fingerprint).toUpperCase() !== current.fingerprint) {
     throw new ClientError(
       `The account uses the key ${printable(String(account.fingerprint))}, but --key names ${current.fingerprint}; to move the account to that key run "kzymy-client key update --new-key ${current.fingerprint}".`,
     );
