@@ -6,6 +6,7 @@ import { runAliases, runCatchAll, runDeleteAccount, runKeyUpdate, runSignup, run
 import { Context, type GlobalOptions } from '../client/context.js';
 import { runFetch } from '../client/fetch.js';
 import { DEFAULT_PROXY } from '../client/target.js';
+import { printable } from '../client/errors.js';
 import { quietExperimentalCryptoWarnings } from './warnings.js';
 import { exitWith } from './errors.js';
 
@@ -42,7 +43,7 @@ const program = new Command(PROG)
   .exitOverride()
   .addHelpText(
     'after',
-    '\nExit status: 0 ok, 1 a problem you can fix, 2 wrong usage, 75 temporary (Tor or the server unreachable, MDA asked to retry).',
+    '\nExit status: 0 ok, 1 a problem you can fix, 2 wrong usage, 75 temporary (Tor or the server unreachable, MDA asked to retry), 76 the server misbehaved (nothing was sent back; do not use it).',
   );
 
 /** Runs `fn` with the command's context; the session is logged out and sockets closed after. */
@@ -114,6 +115,8 @@ program.parseAsync(process.argv).then(
   () => process.exit(0),
   (err: unknown) => {
     if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
+    // Error sentences may quote the server: no control character reaches the terminal.
+    if (err instanceof Error) err.message = printable(err.message);
     exitWith(PROG, err);
   },
 );

@@ -1,9 +1,9 @@
 // The account commands of kzymy-client: signup, status, address policy, key
 // update and account deletion. `fetch` lives in fetch.ts.
 import { createInterface } from 'node:readline/promises';
-import { codeOf, signup, type Policy } from './api.js';
+import { expectFingerprint, signup, type Policy } from './api.js';
 import type { Context } from './context.js';
-import { ClientError, usageError } from './errors.js';
+import { ClientError, printable, usageError } from './errors.js';
 
 export async function runSignup(ctx: Context): Promise<void> {
   if (!ctx.profile.server) throw usageError('signup needs --server http://....onion (the address of the kzymy server).');
@@ -18,12 +18,13 @@ export async function runSignup(ctx: Context): Promise<void> {
   const key = await gpg.secretKey(ctx.profile.key); // before any network I/O
   const publicKey = await gpg.exportPublic(key.fingerprint);
   const t = ctx.transport();
-  const done = await signup(t, gpg, publicKey);
+  const done = await signup(t, gpg, publicKey, key.fingerprint);
   ctx.profile.username = done.username;
-  ctx.profile.key = done.fingerprint || key.fingerprint;
+  // The key the user named, as gpg reports it; signup() refused any other the server named.
+  ctx.profile.key = key.fingerprint;
   await ctx.save();
   ctx.out(`Signed up: your username is ${done.username}.`);
-  ctx.out(`Every address at ${done.mailDomain} reaches you, e.g. ${done.exampleAddress}.`);
+  ctx.out(`Every address at ${printable(done.mailDomain)} reaches you, e.g. ${printable(done.exampleAddress)}.`);
   ctx.out(`Key: ${ctx.profile.key}`);
   ctx.out(`Profile saved in ${ctx.store.file}. A welcome message is waiting; fetch it with:`);
   ctx.out(`  kzymy-client${ctx.opts.config ? ` --config ${ctx.store.file}` : ''} fetch --maildir ~/Maildir --decrypt`);
@@ -32,17 +33,22 @@ export async function runSignup(ctx: Context): Promise<void> {
 export async function runStatus(ctx: Context): Promise<void> {
   const a = await ctx.session().account();
   const m = a.messages ?? { count: 0, bytes: 0, oldest: null };
-  ctx.out(`account    ${a.username} (mail to anything@${a.mailDomain})`);
-  ctx.out(`waiting    ${m.count} message${m.count === 1 ? '' : 's'}, ${m.bytes} bytes${m.oldest ? ` (oldest received ${m.oldest})` : ''}`);
+  // Every value below came from the server: printable() keeps control characters off the terminal.
+  ctx.out(printable(`account    ${a.username} (mail to anything@${a.mailDomain})`));
+  ctx.out(printable(`waiting    ${m.count} message${m.count === 1 ? '' : 's'}, ${m.bytes} bytes${m.oldest ? ` (oldest received ${m.oldest})` : ''}`));
   if (typeof a.quotaBytes === 'number') ctx.out(`quota      ${a.quotaBytes} bytes`);
-  ctx.out(`key        ${a.fingerprint}${a.keyExpiresAt ? ` (expires ${a.keyExpiresAt})` : ' (no expiry)'}`);
+  ctx.out(printable(`key        ${a.fingerprint}${a.keyExpiresAt ? ` (expires ${a.keyExpiresAt})` : ' (no expiry)'}`));
   printPolicy(ctx, a);
+}
+
+function list(values: unknown): string {
+  return Array.isArray(values) && values.length ? printable(values.map(String).join(' ')) : '-';
 }
 
 function printPolicy(ctx: Context, p: Policy): void {
   ctx.out(`catch-all  ${p.catchAll ? 'on: every local part arrives except blocked ones' : 'off: only aliases arrive'}`);
-  ctx.out(`aliases    ${p.aliases.length ? p.aliases.join(' ') : '-'}`);
-  ctx.out(`blocked    ${p.blocked.length ? p.blocked.join(' ') : '-'}`);
+  ctx.out(`aliases    ${list(p.aliases)}`);
+  ctx.out(`blocked    ${list(p.blocked)}`);
 }
 
 export async function runAliases(ctx: Context, action: 'list' | 'add' | 'remove' | 'block', localPart?: string): Promise<void> {
@@ -72,25 +78,29 @@ export async function runKeyUpdate(ctx: Context, newKeyId?: string): Promise<voi
   const publicKey = await gpg.exportPublic(next.fingerprint);
   const s = ctx.session();
   const account = await s.account();
-  if (newKeyId === undefined && account.fingerprint && account.fingerprint.toUpperCase() !== current.fingerprint) {
+  if (newKeyId === undefined && account.fingerprint && String(account.fingerprint).toUpperCase() !== current.fingerprint) {
     throw new ClientError(
-      `The account uses the key ${account.fingerprint}, but --key names ${current.fingerprint}; to move the account to that key run "kzymy-client key update --new-key ${current.fingerprint}".`,
+      `The account uses the key ${printable(String(account.fingerprint))}, but --key names ${current.fingerprint}; to move the account to that key run "kzymy-client key update --new-key ${current.fingerprint}".`,
     );
   }
+  const t = ctx.transport();
   const r = await s.updateKey(publicKey);
   if (r.status === 'updated') {
-    ctx.profile.key = r.fingerprint;
+    expectFingerprint(t, r.fingerprint, next.fingerprint, 'answered the key update but');
+    ctx.profile.key = next.fingerprint;
     await ctx.save();
-    ctx.out(`The server now has the current version of the key ${r.fingerprint} (${r.keyExpiresAt ? `expires ${r.keyExpiresAt}` : 'no expiry'}).`);
+    ctx.out(printable(`The server now has the current version of the key ${next.fingerprint} (${r.keyExpiresAt ? `expires ${r.keyExpiresAt}` : 'no expiry'}).`));
     return;
   }
-  if (r.status !== 'confirm') throw new ClientError(`${ctx.transport().describe()} answered the key update in a way this client does not know.`);
-  const code = codeOf(await gpg.decrypt(r.challenge, "the server's key-rotation challenge (encrypted to the new key)"));
+  if (r.status !== 'confirm') throw new ClientError(`${t.describe()} answered the key update in a way this client does not know.`);
+  expectFingerprint(t, r.fingerprint, next.fingerprint, 'asked to confirm the key update but');
+  const code = await s.rotationCode(r.challenge, next.fingerprint);
   const done = await s.confirmKey(r.rotationId, code);
-  ctx.profile.key = done.fingerprint;
+  expectFingerprint(t, done.fingerprint, next.fingerprint, 'confirmed the key update but');
+  ctx.profile.key = next.fingerprint;
   await ctx.save();
-  ctx.out(`The account now uses the key ${done.fingerprint}: new mail is encrypted to it.`);
-  ctx.out(`Mail that was already waiting stays encrypted to ${account.fingerprint}; keep that secret key until you have fetched it.`);
+  ctx.out(`The account now uses the key ${next.fingerprint}: new mail is encrypted to it.`);
+  ctx.out(printable(`Mail that was already waiting stays encrypted to ${account.fingerprint}; keep that secret key until you have fetched it.`));
 }
 
 export async function runDeleteAccount(ctx: Context, yes: boolean): Promise<void> {

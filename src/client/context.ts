@@ -98,7 +98,7 @@ export class Context {
   }
 
   session(): Session {
-    this.sessionInstance ??= new Session(this.transport(), this.gpg(), this.username());
+    this.sessionInstance ??= new Session(this.transport(), this.gpg(), this.username(), () => this.keyId());
     return this.sessionInstance;
   }
 

@@ -2,10 +2,29 @@
 // The class keeps the name "Error" so that src/cli/errors.ts prints the sentence as it is
 // and honours `exitCode`.
 
-/** Exit codes of kzymy-client: 1 a problem the user can fix, 2 wrong usage, 75 temporary (EX_TEMPFAIL). */
+/**
+ * Exit codes of kzymy-client: 1 a problem the user can fix, 2 wrong usage, 75 temporary
+ * (EX_TEMPFAIL), 76 the server misbehaved (EX_PROTOCOL: it sent what kzymy's protocol never
+ * sends, such as a challenge that is not in kzymy's format, or a fingerprint other than the key's).
+ */
 export const EXIT_FIX = 1;
 export const EXIT_USAGE = 2;
 export const EXIT_TEMPFAIL = 75;
+export const EXIT_PROTOCOL = 76;
+
+/**
+ * Text from the server, made safe for a terminal: ANSI escape sequences and every other
+ * control character (C0, DEL, C1) are removed, so nothing the server says can move the
+ * cursor, clear the screen, change colours or overwrite a line with a carriage return.
+ */
+export function printable(text: string): string {
+  /* eslint-disable no-control-regex -- matching control characters is the point here */
+  return String(text)
+    .replace(/(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]/g, '')
+    .replace(/\x1b[@-_]/g, '')
+    .replace(/[\x00-\x1f\x7f-\x9f]/g, '');
+  /* eslint-enable no-control-regex */
+}
 
 export class ClientError extends Error {
   constructor(
@@ -25,6 +44,11 @@ export function usageError(message: string): ClientError {
   return new ClientError(message, EXIT_USAGE);
 }
 
+/** The server sent something kzymy's protocol never sends: exit 76, nothing more is sent. */
+export function protocolError(message: string): ClientError {
+  return new ClientError(message, EXIT_PROTOCOL);
+}
+
 /** A temporary problem (server or tor unreachable, MDA exit 75): try again later. */
 export function tempError(message: string): ClientError {
   return new ClientError(message, EXIT_TEMPFAIL);
@@ -37,7 +61,7 @@ export class ApiError extends ClientError {
     readonly code: string,
     message: string,
   ) {
-    super(message, status >= 500 || status === 429 ? EXIT_TEMPFAIL : EXIT_FIX);
+    super(printable(message), status >= 500 || status === 429 ? EXIT_TEMPFAIL : EXIT_FIX);
   }
 }
 

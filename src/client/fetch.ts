@@ -5,7 +5,7 @@ import cliProgress from 'cli-progress';
 import type { Session } from './api.js';
 import type { Context } from './context.js';
 import { decryptPgpMime, envelopeOf, type Destination } from './deliver.js';
-import { ClientError, DeliveryError, EXIT_TEMPFAIL } from './errors.js';
+import { ClientError, DeliveryError, EXIT_TEMPFAIL, printable } from './errors.js';
 import type { Gnupg } from './gnupg.js';
 import type { DeliveredRecord } from './state.js';
 
@@ -169,11 +169,11 @@ export async function runFetch(ctx: Context): Promise<void> {
         const r = await fetchOnce(deps);
         const line = summary(r, destination.describe());
         if (line && r.waiting > 0) ctx.say(`${new Date().toISOString()} ${line}`);
-        if (r.failures.length > 0) process.stderr.write(`kzymy-client: ${failureError(r).message}\n`);
+        if (r.failures.length > 0) process.stderr.write(`kzymy-client: ${printable(failureError(r).message)}\n`);
       } catch (err) {
         // Temporary trouble (tor, server, MDA) and one bad message do not end a watch.
         if (!(err instanceof ClientError) || !(err.temporary || err instanceof DeliveryError)) throw err;
-        process.stderr.write(`kzymy-client: ${err.message}\n`);
+        process.stderr.write(`kzymy-client: ${printable(err.message)}\n`);
       }
       // ±20% random jitter, so that polls do not form a recognisable rhythm.
       await stopper.sleep(watch * 1000 * (0.8 + Math.random() * 0.4));

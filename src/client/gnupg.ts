@@ -3,7 +3,7 @@
 // gpg's own words never reach the user raw: they become one sentence.
 import { spawn } from 'node:child_process';
 import { readlinkSync } from 'node:fs';
-import { ClientError } from './errors.js';
+import { ClientError, printable } from './errors.js';
 
 export interface GnupgOptions {
   /** --homedir for gpg; else gpg's default ($GNUPGHOME or ~/.gnupg). */
@@ -19,6 +19,8 @@ interface GpgRun {
   code: number;
   stdout: Buffer;
   stderr: string;
+  /** True when gpg was stopped because its output passed the cap given to run(). */
+  overflow: boolean;
 }
 
 export interface SecretKey {
@@ -36,7 +38,7 @@ export class Gnupg {
     return this.opts.homedir ? `the GnuPG keyring in ${this.opts.homedir}` : 'your GnuPG keyring';
   }
 
-  private run(args: string[], input?: Buffer | string): Promise<GpgRun> {
+  private run(args: string[], input?: Buffer | string, maxStdout = Infinity): Promise<GpgRun> {
     const base = ['--batch', '--no-tty', '--status-fd', '2'];
     if (this.opts.homedir) base.push('--homedir', this.opts.homedir);
     if (!this.opts.interactive) base.push('--pinentry-mode', 'error');
@@ -53,7 +55,22 @@ export class Gnupg {
       const child = spawn('gpg', [...base, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env });
       const out: Buffer[] = [];
       const err: Buffer[] = [];
-      child.stdout.on('data', (c: Buffer) => out.push(c));
+      let size = 0;
+      let overflow = false;
+      child.stdout.on('data', (c: Buffer) => {
+        if (overflow) return c.fill(0);
+        size += c.length;
+        if (size > maxStdout) {
+          // More than any answer may hold: stop gpg and forget what it wrote.
+          overflow = true;
+          c.fill(0);
+          for (const o of out) o.fill(0);
+          out.length = 0;
+          child.kill('SIGKILL');
+          return;
+        }
+        out.push(c);
+      });
       child.stderr.on('data', (c: Buffer) => err.push(c));
       child.on('error', (e: NodeJS.ErrnoException) => {
         if (e.code === 'ENOENT') reject(new ClientError('GnuPG is not installed (no gpg on PATH): apt-get install gnupg.'));
@@ -61,7 +78,7 @@ export class Gnupg {
       });
       child.stdin.on('error', () => {}); // gpg may exit before reading everything; its status tells
       child.on('close', (code) =>
-        resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8') }),
+        resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8'), overflow }),
       );
       child.stdin.end(input ?? '');
     });
@@ -102,9 +119,19 @@ export class Gnupg {
     return text;
   }
 
-  /** Decrypts an OpenPGP message; `what` names it in sentences ("the server's challenge"). */
-  async decrypt(data: Buffer | string, what: string): Promise<Buffer> {
-    const r = await this.run(['--decrypt'], data);
+  /**
+   * Decrypts an OpenPGP message; `what` names it in sentences ("the server's challenge").
+   * With `maxBytes`, a plaintext longer than that is never returned: gpg is stopped, what it
+   * wrote is zeroed, and the answer is null.
+   */
+  async decrypt(data: Buffer | string, what: string): Promise<Buffer>;
+  async decrypt(data: Buffer | string, what: string, maxBytes: number): Promise<Buffer | null>;
+  async decrypt(data: Buffer | string, what: string, maxBytes = Infinity): Promise<Buffer | null> {
+    const r = await this.run(['--decrypt'], data, maxBytes);
+    if (r.overflow) {
+      r.stdout.fill(0);
+      return null;
+    }
     if (r.code === 0 && /\[GNUPG:\] DECRYPTION_OKAY/.test(r.stderr)) return r.stdout;
     r.stdout.fill(0);
     const pkFailed = /\[GNUPG:\] ERROR pkdecrypt_failed/.test(r.stderr);
@@ -125,7 +152,39 @@ export class Gnupg {
       .split('\n')
       .filter((l) => l.startsWith('gpg: ') && !/encrypted with|^\s/.test(l))
       .pop();
-    throw new ClientError(`gpg could not decrypt ${what}${last ? ` (${last.slice(5).trim()})` : ''}.`);
+    throw new ClientError(`gpg could not decrypt ${what}${last ? ` (${printable(last.slice(5).trim())})` : ''}.`);
+  }
+
+  /**
+   * A detached, ASCII-armored signature by the key `fingerprint` over exactly the bytes of
+   * `statement` (binary mode: no line-ending conversion); `what` names it in sentences.
+   */
+  async sign(statement: string, fingerprint: string, what = 'the login statement'): Promise<string> {
+    const r = await this.run(['--armor', '--detach-sign', '--local-user', fingerprint], Buffer.from(statement, 'utf8'));
+    const signature = r.stdout.toString('utf8');
+    if (r.code === 0 && /\[GNUPG:\] SIG_CREATED /.test(r.stderr) && signature.includes('-----BEGIN PGP SIGNATURE-----')) {
+      return signature;
+    }
+    if (PASSPHRASE_RE.test(r.stderr) && !/\[GNUPG:\] INV_SGNR/.test(r.stderr)) {
+      throw new ClientError(
+        `GnuPG needs the passphrase of your key to sign ${what} and cannot ask for it here: unlock the key with gpg-agent first (for example sign any file with gpg in a terminal, or use gpg-preset-passphrase), or use a key without a passphrase for automation.`,
+      );
+    }
+    // gpg reports an expired or revoked key as INV_SGNR 9 ("no secret key") too: its words
+    // and the KEYEXPIRED/KEYREVOKED status tell the cases apart.
+    if (/Unusable secret key|\[GNUPG:\] (KEYEXPIRED|KEYREVOKED|INV_SGNR (3|4|5) )/.test(r.stderr)) {
+      throw new ClientError(
+        `Your key ${fingerprint} cannot make a signature now (expired, revoked, or without a signing key), so it cannot sign ${what}: extend it with \`gpg --quick-set-expire ${fingerprint} 2y\` and run \`kzymy-client key update\`, or add a signing subkey.`,
+      );
+    }
+    if (/\[GNUPG:\] INV_SGNR 9 |No secret key/i.test(r.stderr)) {
+      throw new ClientError(`${this.where()} holds no secret key ${fingerprint} that could sign ${what}${this.opts.homedir ? '' : ' (give --gnupghome?)'}.`);
+    }
+    const last = r.stderr
+      .split('\n')
+      .filter((l) => l.startsWith('gpg: '))
+      .pop();
+    throw new ClientError(`gpg could not sign ${what}${last ? ` (${printable(last.slice(5).trim())})` : ''}.`);
   }
 }
 

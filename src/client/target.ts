@@ -1,6 +1,7 @@
 // Where kzymy-client may connect, decided before any network I/O:
 // an onion address through Tor's SOCKS5 port (socks5h: tor resolves the name, never local
 // DNS), or, for development and tests only, a loopback URL with --no-tor.
+import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { usageError } from './errors.js';
 
@@ -17,6 +18,47 @@ const ONION_RE = /(^|\.)[a-z2-7]{56}\.onion$/;
 
 export function isOnionHost(host: string): boolean {
   return ONION_RE.test(host.toLowerCase());
+}
+
+const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
+
+/**
+ * RFC 4648 base32 (lower case, no padding), decoded by hand: five bits per character, a
+ * byte out whenever eight have gathered. A few lines, so no dependency for it.
+ */
+function base32Decode(text: string): Buffer | null {
+  const out: number[] = [];
+  let bits = 0;
+  let value = 0;
+  for (const ch of text) {
+    const v = BASE32.indexOf(ch);
+    if (v < 0) return null;
+    value = ((value << 5) | v) & 0xffff;
+    bits += 5;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push((value >> bits) & 0xff);
+    }
+  }
+  return Buffer.from(out);
+}
+
+/** The two checksum bytes of a v3 onion address (rend-spec-v3): SHA3-256(".onion checksum" || pubkey || 0x03)[:2]. */
+export function onionChecksum(pubkey: Buffer): Buffer {
+  return createHash('sha3-256').update('.onion checksum').update(pubkey).update(Buffer.from([3])).digest().subarray(0, 2);
+}
+
+/**
+ * Whether the 56 characters before ".onion" are a v3 address whose checksum holds: 35 bytes,
+ * the ed25519 public key (32), the checksum (2) and the version (3). A mistyped character
+ * breaks the checksum (two bytes: all but 1 in 65536 typos are caught).
+ */
+export function onionChecksumHolds(host: string): boolean {
+  const label = /([a-z2-7]{56})\.onion$/.exec(host.toLowerCase())?.[1];
+  if (!label) return false;
+  const bytes = base32Decode(label);
+  if (!bytes || bytes.length !== 35 || bytes[34] !== 3) return false;
+  return onionChecksum(bytes.subarray(0, 32)).equals(bytes.subarray(32, 34));
 }
 
 /** 127.0.0.0/8, ::1 and localhost. */
@@ -72,6 +114,11 @@ export function parseProxyUrl(raw: string): URL {
 export function resolveTarget(serverRaw: string, opts: { tor: boolean; proxy: string }): Target {
   const server = parseServerUrl(serverRaw);
   const host = server.hostname;
+  if (/\.onion$/i.test(host) && (!isOnionHost(host) || !onionChecksumHolds(host))) {
+    throw usageError(
+      `The onion address ${host} has a typo: ${isOnionHost(host) ? 'its built-in checksum does not match' : 'a v3 onion address has 56 characters a-z and 2-7 before .onion'}; copy it again from the server's page.`,
+    );
+  }
   if (opts.tor) {
     if (isOnionHost(host)) return { server, proxy: parseProxyUrl(opts.proxy) };
     if (isLoopbackHost(host)) {

@@ -6,7 +6,15 @@ import path from 'node:path';
 import { tempDir } from '../helpers/env.js';
 import { resolveTarget, isLoopbackHost, isOnionHost } from '../../src/client/target.js';
 import { ClientError, EXIT_USAGE } from '../../src/client/errors.js';
+import { makeGpgKey, requireGpg } from '../helpers/gpg.js';
 import { closedPort, countingListener, expectNoStack, FAKE_ONION, runClient } from './helpers.js';
+
+/** --key and --gnupghome of a real key: a login looks the key up before it connects. */
+async function keyArgs(ctx: Mocha.Context): Promise<string[]> {
+  requireGpg(ctx);
+  const k = await makeGpgKey('ed25519');
+  return ['--key', k.fingerprint, '--gnupghome', k.gnupghome];
+}
 
 describe('kzymy-client: where it may connect', function () {
   let dir: string;
@@ -89,6 +97,7 @@ describe('kzymy-client: where it may connect', function () {
     it('says that tor is not running when its SOCKS port refuses (exit 75)', async function () {
       const port = await closedPort();
       const r = await runClient([
+        ...(await keyArgs(this)),
         '--config', path.join(dir, 'client.json'),
         '--server', `http://${FAKE_ONION}`, '--proxy', `socks5h://127.0.0.1:${port}`, '--username', 'abcdefghijkl', 'status',
       ]);
@@ -99,7 +108,7 @@ describe('kzymy-client: where it may connect', function () {
 
     it('says that the server is down when a loopback server refuses (exit 75)', async function () {
       const port = await closedPort();
-      const r = await runClient(['--config', path.join(dir, 'c.json'), '--server', `http://127.0.0.1:${port}`, '--no-tor', '--username', 'abcdefghijkl', 'status']);
+      const r = await runClient([...(await keyArgs(this)), '--config', path.join(dir, 'c.json'), '--server', `http://127.0.0.1:${port}`, '--no-tor', '--username', 'abcdefghijkl', 'status']);
       expect(r.code).to.equal(75);
       expect(r.stderr).to.match(/cannot reach the kzymy server at http:\/\/127\.0\.0\.1:\d+: is kzymy-server running\?/);
       expectNoStack(r);
@@ -107,8 +116,9 @@ describe('kzymy-client: where it may connect', function () {
 
     it('saves given values into a 0600 profile under $XDG_CONFIG_HOME', async function () {
       const port = await closedPort();
+      const [, fpr, , home] = await keyArgs(this);
       const r = await runClient(
-        ['--server', `http://${FAKE_ONION}`, '--proxy', `socks5h://127.0.0.1:${port}`, '--username', 'AbcdefGhijkl', '--key', 'F'.repeat(40), '--maildir', 'Mail', '--decrypt', 'status'],
+        ['--server', `http://${FAKE_ONION}`, '--proxy', `socks5h://127.0.0.1:${port}`, '--username', 'AbcdefGhijkl', '--key', fpr!, '--gnupghome', home!, '--maildir', 'Mail', '--decrypt', 'status'],
         { env: { XDG_CONFIG_HOME: dir } },
       );
       expect(r.code).to.equal(75);
@@ -116,7 +126,7 @@ describe('kzymy-client: where it may connect', function () {
       expect((await stat(file)).mode & 0o777).to.equal(0o600);
       expect((await stat(path.dirname(file))).mode & 0o777).to.equal(0o700);
       const saved = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
-      expect(saved).to.include({ server: `http://${FAKE_ONION}`, username: 'abcdefghijkl', key: 'F'.repeat(40), decrypt: true });
+      expect(saved).to.include({ server: `http://${FAKE_ONION}`, username: 'abcdefghijkl', key: fpr, decrypt: true });
       expect(saved.maildir).to.equal(path.join(path.resolve(import.meta.dirname, '..', '..'), 'Mail'));
       // --mda replaces a saved --maildir: one way to deliver.
       await runClient(['--mda', 'cat >/dev/null', 'status'], { env: { XDG_CONFIG_HOME: dir } });

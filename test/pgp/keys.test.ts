@@ -2,13 +2,14 @@
 import { expect } from 'chai';
 import { generateKey, readKey } from 'openpgp';
 import type { PublicKey } from 'openpgp';
-import { checkPublicKey, KeyCache, KeyError, keyStatus, MAX_KEY_BYTES } from '../../src/pgp/index.js';
+import { checkPublicKey, KeyCache, KeyError, keyStatus, MAX_KEY_BYTES, MAX_SUBKEYS } from '../../src/pgp/index.js';
 import type { KeyProblem } from '../../src/pgp/index.js';
 import {
   BAD_GPG_KEY_KINDS,
   GOOD_GPG_KEY_KINDS,
   gpg,
   killGpgAgent,
+  makeFreshGpgKey,
   makeGpgKey,
   makeSqKey,
   requireGpg,
@@ -252,6 +253,148 @@ describe('pgp: checkPublicKey refuses bad keys with a sentence', function () {
       const err = await refusal(() => checkPublicKey(input));
       expect(err.code, String(input).slice(0, 40)).to.equal('unparseable');
       expectSentence(err);
+    }
+  });
+});
+
+/** The commands a sentence gives in backquotes, as argument lists for gpg (without "gpg"). */
+function adviceCommands(message: string): string[][] {
+  return [...message.matchAll(/`gpg ([^`]+)`/g)].map((m) =>
+    [...m[1]!.matchAll(/"([^"]*)"|'([^']*)'|(\S+)/g)].map((a) => a[1] ?? a[2] ?? a[3]!),
+  );
+}
+
+/** Fingerprints of the subkeys in a GNUPGHOME, in order. */
+async function subkeyFingerprints(home: string): Promise<string[]> {
+  const lines = (await gpg(home, ['--with-colons', '--fixed-list-mode', '-k'])).toString().split('\n');
+  const out: string[] = [];
+  lines.forEach((l, i) => {
+    if (l.startsWith('sub:')) out.push(lines[i + 1]!.split(':')[9]!.toUpperCase());
+  });
+  return out;
+}
+
+describe('pgp: checkPublicKey bounds the work of a check', function () {
+  before(function () {
+    requireGpg(this);
+  });
+
+  let home: string;
+  let cleanup: () => Promise<void>;
+  let fpr: string;
+  before(async function () {
+    ({ dir: home, cleanup } = await tempDir('kzymy-subkeys-'));
+    await gpg(home, ['--quick-gen-key', TEST_UID, 'future-default', 'default', 'never']);
+    fpr = (await gpg(home, ['--with-colons', '-k'])).toString().split('\n').find((l) => l.startsWith('fpr:'))!.split(':')[9]!;
+    // MAX_SUBKEYS subkeys in all: the most a key may have.
+    for (let i = 1; i < MAX_SUBKEYS; i++) await gpg(home, ['--quick-add-key', fpr, 'cv25519', 'encr', 'never']);
+  });
+  after(async function () {
+    await killGpgAgent(home);
+    await cleanup();
+  });
+
+  it(`accepts a GnuPG key with ${MAX_SUBKEYS} subkeys and refuses one with ${MAX_SUBKEYS + 1}`, async function () {
+    const at = (await gpg(home, ['--armor', '--export', fpr])).toString();
+    expect((await checkPublicKey(at)).fingerprint).to.equal(fpr);
+    await gpg(home, ['--quick-add-key', fpr, 'cv25519', 'encr', 'never']);
+    const over = (await gpg(home, ['--armor', '--export', fpr])).toString();
+    const err = await refusal(() => checkPublicKey(over));
+    expect(err.code).to.equal('too-many-packets');
+    expect(err.message).to.include(`${MAX_SUBKEYS + 1} subkeys`);
+    expectSentence(err);
+  });
+
+  it('refuses a crafted 160-subkey key (real GnuPG subkeys, repeated) within 64 KiB, armored and binary', async function () {
+    const key = await readKey({ armoredKey: (await gpg(home, ['--armor', '--export', fpr])).toString() });
+    const made = key.subkeys.length;
+    while (key.subkeys.length < 160) key.subkeys.push(key.subkeys[key.subkeys.length % made]!);
+    const armored = key.armor();
+    expect(Buffer.byteLength(armored)).to.be.below(MAX_KEY_BYTES);
+    for (const input of [armored, key.write()]) {
+      const err = await refusal(() => checkPublicKey(input));
+      expect(err.code).to.equal('too-many-packets');
+      expect(err.message).to.include('160 subkeys');
+      expectSentence(err);
+    }
+  });
+
+  it('refuses a key with too many user IDs or signatures', async function () {
+    const { publicKey } = await generateKey({
+      type: 'curve25519',
+      userIDs: Array.from({ length: 40 }, (_, i) => ({ name: `Test ${i}`, email: `t${i}@example.invalid` })),
+      format: 'armored',
+    });
+    const err = await refusal(() => checkPublicKey(publicKey));
+    expect(err.code).to.equal('too-many-packets');
+    expect(err.message).to.include('40 user IDs');
+    expectSentence(err);
+  });
+});
+
+describe('pgp: an expired key is refused for its real cause, with advice that works', function () {
+  before(function () {
+    requireGpg(this);
+  });
+
+  it('names an expired encryption subkey under a valid primary, and its fingerprint; the advice repairs the key', async function () {
+    const { dir: home, cleanup } = await tempDir('kzymy-subexp-');
+    try {
+      const past = ['--faked-system-time', '20200101T000000!'];
+      await gpg(home, [...past, '--quick-gen-key', TEST_UID, 'ed25519', 'cert,sign', 'never']);
+      const fpr = (await gpg(home, ['--with-colons', '-k'])).toString().split('\n').find((l) => l.startsWith('fpr:'))!.split(':')[9]!;
+      await gpg(home, [...past, '--quick-add-key', fpr, 'cv25519', 'encr', '1d']);
+      const [sub] = await subkeyFingerprints(home);
+      const expired = (await gpg(home, ['--armor', '--export', fpr])).toString();
+      const err = await refusal(() => checkPublicKey(expired));
+      expect(err.code).to.equal('expired-encryption-subkey');
+      expect(err.message).to.include('2020-01-02');
+      expect(err.message).to.include(sub!);
+      expect(err.message).not.to.match(/^The key expired/);
+      expectSentence(err);
+      const commands = adviceCommands(err.message);
+      expect(commands).to.deep.equal([['--quick-set-expire', fpr, '2y', sub]]);
+      for (const args of commands) await gpg(home, args);
+      const fixed = await checkPublicKey((await gpg(home, ['--armor', '--export', fpr])).toString());
+      expect(fixed.fingerprint).to.equal(fpr);
+      expect(fixed.expiresAt!.getTime()).to.be.greaterThan(Date.now() + 365 * 86400_000);
+      // At RCPT the subkey case is 'expired' like the other.
+      expect(await keyStatus(await readKey({ armoredKey: expired }))).to.equal('expired');
+    } finally {
+      await killGpgAgent(home);
+      await cleanup();
+    }
+  });
+
+  it('names the expired primary and its expired encryption subkey; the advice repairs the key', async function () {
+    const k = await makeFreshGpgKey('expired');
+    const [sub] = await subkeyFingerprints(k.gnupghome);
+    const err = await refusal(() => checkPublicKey(k.publicArmored));
+    expect(err.code).to.equal('expired');
+    expect(err.message).to.match(/^The key expired on 2020-01-02: /);
+    expectSentence(err);
+    const commands = adviceCommands(err.message);
+    expect(commands).to.deep.equal([
+      ['--quick-set-expire', k.fingerprint, '2y'],
+      ['--quick-set-expire', k.fingerprint, '2y', sub],
+    ]);
+    for (const args of commands) await gpg(k.gnupghome, args);
+    const fixed = await checkPublicKey((await gpg(k.gnupghome, ['--armor', '--export', k.fingerprint])).toString());
+    expect(fixed.fingerprint).to.equal(k.fingerprint);
+  });
+
+  it('gives a key-generation command that makes a key kzymy accepts', async function () {
+    const err = await refusal(async () => checkPublicKey((await makeGpgKey('revoked')).publicArmored));
+    const [args] = adviceCommands(err.message);
+    expect(args).to.deep.equal(['--quick-gen-key', 'NAME <ADDRESS>', 'future-default', 'default', 'never']);
+    const { dir: home, cleanup } = await tempDir('kzymy-genhint-');
+    try {
+      await gpg(home, ['--quick-gen-key', TEST_UID, ...args!.slice(2)]);
+      const c = await checkPublicKey((await gpg(home, ['--armor', '--export'])).toString());
+      expect(c.algorithm).to.equal('ed25519 / cv25519');
+    } finally {
+      await killGpgAgent(home);
+      await cleanup();
     }
   });
 });
