@@ -12,6 +12,8 @@ import { readOnionAddress, startManagedTor, type ManagedTor } from '../tor/index
 import { startWeb, sendExpiryNotices } from '../web/index.js';
 
 const HOUR = 3600_000;
+/** How often the hostname file of a system tor is read again. */
+const ONION_POLL_MS = 5_000;
 
 export async function openStores(config: Config): Promise<{ registry: Registry; maildir: MaildirStore }> {
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
@@ -43,10 +45,25 @@ export async function runServer(config: Config, logger: Logger): Promise<void> {
   if (config.tor.manage) {
     tor = await startManagedTor({ config: { ...config, web: { ...config.web, port: webPort } }, logger });
     onion = tor.onionAddress;
-  } else if (!config.tor.manage) {
+  } else {
     onion = await readOnionAddress(config.tor.hostnameFile).catch(() => null);
   }
   if (onion) logger.info({ evt: 'onion', onion }, `onion address: http://${onion}/`);
+  // A system tor may write (or change) the hostname file after kzymy started: logins are
+  // accepted only at the onion name once it is known, so follow the file.
+  const onionWatch = config.tor.manage
+    ? null
+    : setInterval(() => {
+        readOnionAddress(config.tor.hostnameFile).then(
+          (now) => {
+            if (now === onion) return;
+            onion = now;
+            if (now) logger.info({ evt: 'onion', onion: now }, `onion address: http://${now}/`);
+          },
+          () => undefined, // unreadable for a moment: keep what is known
+        );
+      }, ONION_POLL_MS);
+  onionWatch?.unref();
 
   // Operator commands (`users disable` ...) run in another process: pick their changes up.
   const watcher = new AbortController();
@@ -84,6 +101,7 @@ export async function runServer(config: Config, logger: Logger): Promise<void> {
     stopping = true;
     logger.info({ evt: 'stopping', signal });
     clearInterval(retention);
+    if (onionWatch) clearInterval(onionWatch);
     clearInterval(notices);
     watcher.abort();
     await smtp.close();
