@@ -16,8 +16,9 @@
 //   Bytes only ever move the deadline later, so arriving bytes need no check of their own.
 //
 // Time that is the server's turn never counts: a command handler that has not answered,
-// a TLS handshake (the idle timeout covers it), the reader of the message holding the
-// client back (back-pressure), and everything after the final dot.
+// the reader of the message holding the client back (back-pressure), and everything after
+// the final dot. A TLS handshake after STARTTLS is left to the idle timeout, which its
+// bytes do not restart (the TLS socket's timer runs on decrypted input only).
 // Over a deadline the client gets one 421 4.4.2 sentence and the connection is closed; in
 // DATA the message stream is destroyed the way smtp-server does when a client goes away,
 // so the data path removes whatever it wrote and nothing is stored.

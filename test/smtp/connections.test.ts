@@ -2,6 +2,7 @@
 // process, raw sockets (from two loopback addresses), real gpg keys and Maildirs.
 import { expect } from 'chai';
 import net from 'node:net';
+import tls from 'node:tls';
 import path from 'node:path';
 import { readdir, writeFile } from 'node:fs/promises';
 import { requireBinaries } from '../helpers/env.js';
@@ -245,6 +246,46 @@ describe('SMTP deadlines a trickle cannot stretch (real server, raw sockets)', f
     await w.command('.', 250);
     await w.command('QUIT', 221);
     expect((await newFiles(srv.maildirRoot, user)).length).to.equal(before + 1);
+  });
+
+  it('closes a connection whose TLS handshake after STARTTLS trickles in (handshake bytes do not restart the idle timer)', async function () {
+    this.timeout(30_000);
+    const w = connect();
+    await w.greeting();
+    await w.command('EHLO tls.example.org', 250);
+    await w.command('STARTTLS', 220);
+    // A TLS record header that announces 512 bytes, then the bytes, one every 200 ms.
+    const hello = Buffer.concat([Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00]), Buffer.alloc(512)]);
+    const sent = await w.trickle(hello, 200);
+    expect(w.closed).to.equal(true);
+    expect(sent).to.be.lessThan(hello.length, 'cut before the record was complete');
+  });
+
+  it('keeps the command deadline inside the TLS session after STARTTLS', async function () {
+    this.timeout(30_000);
+    const w = connect();
+    await w.greeting();
+    await w.command('EHLO tls.example.org', 250);
+    await w.command('STARTTLS', 220);
+    w.sock.removeAllListeners('data');
+    // The test server's certificate is self-signed: this test checks deadlines, not PKI.
+    const t = tls.connect({ socket: w.sock, rejectUnauthorized: false });
+    let text = '';
+    t.on('data', (d: Buffer) => (text += d.toString('latin1')));
+    t.on('error', () => undefined);
+    const closed = new Promise<void>((r) => t.once('close', () => r()));
+    let isClosed = false;
+    void closed.then(() => (isClosed = true));
+    await new Promise<void>((r) => t.once('secureConnect', () => r()));
+    t.write('EHLO tls.example.org\r\n');
+    while (!/\r\n250 /.test(text) && !isClosed) await sleep(20);
+    expect(text).to.match(/^250-/);
+    for (let i = 0; !isClosed && i < 4000; i++) {
+      t.write(i === 0 ? 'NOOP ' : 'x');
+      await sleep(200);
+    }
+    await closed;
+    expect(text).to.match(/\r\n421 4\.4\.2 Command line not completed in time; closing connection\r\n$/);
   });
 
   it('still closes a silent connection after smtp.idleTimeoutMs with 421 4.4.2', async function () {
