@@ -29,6 +29,8 @@ export interface DeadlineOptions {
   commandTimeoutMs: number;
   /** Bytes a second. */
   minDataRate: number;
+  /** Told of every connection cut, for the log. */
+  onDeadline?: (phase: 'command' | 'data') => void;
 }
 
 /** The parts of smtp-server's SMTPStream (the command parser) that are read here. */
@@ -124,6 +126,7 @@ export class ConnectionDeadlines {
     const left = this.lineStart + this.opts.commandTimeoutMs - Date.now();
     if (left > 0) return this.armLine(left);
     this.refuse(reply.commandTooSlow());
+    this.opts.onDeadline?.('command');
   }
 
   private armData(ms: number): void {
@@ -156,6 +159,7 @@ export class ConnectionDeadlines {
       const err = Object.assign(new Error('Connection closed before the message was received in full'), { code: 'ECONNECTION' });
       stream.destroy(stream.listenerCount('error') ? err : undefined);
     }
+    this.opts.onDeadline?.('data');
   }
 
   private refuse(r: SmtpReply): void {

@@ -50,9 +50,9 @@ interface ParserInternals extends ParserState {
 /** The watcher of a connection, made on first use; none unless both deadline options are set. */
 function deadlinesOf(conn: ConnectionInternals): ConnectionDeadlines | undefined {
   if (conn.kzymyDeadlines) return conn.kzymyDeadlines;
-  const { commandTimeoutMs, minDataRate } = conn._server.options;
+  const { commandTimeoutMs, minDataRate, onDeadline } = conn._server.options;
   if (!commandTimeoutMs || !minDataRate) return undefined;
-  return (conn.kzymyDeadlines = new ConnectionDeadlines(conn, { commandTimeoutMs, minDataRate }));
+  return (conn.kzymyDeadlines = new ConnectionDeadlines(conn, { commandTimeoutMs, minDataRate, onDeadline }));
 }
 
 /** Fails at start if the command parser no longer has the fields patch 3 reads. */

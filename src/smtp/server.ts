@@ -9,6 +9,7 @@ import type { KeyCache } from '../pgp/index.js';
 import type { MaildirStore } from '../maildir/index.js';
 import { applySmtpServerPatches } from './patches.js';
 import { SourceCounter } from './sources.js';
+import type { DeadlineOptions } from './deadlines.js';
 import { RecipientPolicy } from './policy.js';
 import { deliverMessage, MessageTooBig, transactionId, type Recipient } from './intake.js';
 import { reply, SmtpReply } from './replies.js';
@@ -52,7 +53,7 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
 
   const sources = new SourceCounter(config.smtp.maxClientsPerAddress);
 
-  const options: SMTPServerOptions & { greetingDelayMs: number; maxCommandLength: number; commandTimeoutMs: number; minDataRate: number } = {
+  const options: SMTPServerOptions & { greetingDelayMs: number; maxCommandLength: number } & DeadlineOptions = {
     name: config.domain,
     banner: 'kzymy ESMTP (receive only)',
     size: config.limits.maxMessageBytes,
@@ -71,6 +72,7 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
     // Read by the deadline patch (patches.ts, deadlines.ts).
     commandTimeoutMs: config.smtp.commandTimeoutMs,
     minDataRate: config.smtp.minDataRate,
+    onDeadline: (phase) => logger.info({ evt: 'refused', code: 421, enh: '4.4.2', reason: phase === 'data' ? 'message data too slow' : 'command line too slow' }),
     closeTimeout: 30_000,
     greetingDelayMs: config.smtp.greetingDelayMs,
     logger: false,

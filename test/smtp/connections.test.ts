@@ -135,6 +135,9 @@ describe('SMTP connections from one source (real server, raw sockets)', function
     // Now the total is reached: smtp-server's own limit answers.
     const f = connect('127.0.0.3');
     expect(await f.greeting()).to.match(/^421 4\.7\.0 .*Too many connected clients/);
+    // The refusals are logged without the client's address.
+    expect(srv.output()).to.include('too many connections from one source');
+    expect(srv.output()).not.to.match(/127\.0\.0\.[23]/);
   });
 
   it('gives the slots back when connections close, refused ones included', async function () {
@@ -198,6 +201,7 @@ describe('SMTP deadlines a trickle cannot stretch (real server, raw sockets)', f
     expect(w.text).to.match(/\r\n421 4\.4\.2 Command line not completed in time; closing connection\r\n$/);
     expect(w.closed).to.equal(true);
     expect(sent).to.be.lessThan(4000, 'the line was cut before it ended');
+    expect(srv.output()).to.include('command line too slow');
   });
 
   it('cuts a trickled DATA with 421 4.4.2 and stores nothing', async function () {
@@ -217,6 +221,7 @@ describe('SMTP deadlines a trickle cannot stretch (real server, raw sockets)', f
     await w.trickle(Buffer.from('slow '), 200);
     expect(w.text).to.match(/\r\n421 4\.4\.2 Message data arrived too slowly; closing connection, the message was not stored\r\n$/);
     expect(w.closed).to.equal(true);
+    expect(srv.output()).to.include('message data too slow');
     // The data path removes its partial copy once it sees the stream end.
     for (let i = 0; i < 100 && (await tmpFiles()).length > 0; i++) await sleep(100);
     expect(await tmpFiles()).to.deep.equal([]);
