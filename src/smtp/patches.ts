@@ -78,6 +78,7 @@ export function applySmtpServerPatches(): void {
       throw new Error(`This version of smtp-server lacks SMTPConnection.${name}; kzymy's patches need review.`);
     }
   }
+  checkParser();
 
   proto.init = function init(this: ConnectionInternals) {
     this._setListeners(() => {
@@ -100,7 +101,6 @@ export function applySmtpServerPatches(): void {
     return send.call(this, code, data, context);
   };
 
-  checkParser();
   const createParser = proto._createParser;
   proto._createParser = function patchedCreateParser(this: ConnectionInternals) {
     const parser = createParser.call(this);
