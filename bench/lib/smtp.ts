@@ -135,3 +135,67 @@ export async function sendMessage(port: number, from: string, to: string, messag
     setTimeout(() => sock.destroy(), 1000).unref();
   }
 }
+
+export interface TransactionOptions {
+  /** Source address of the connection (any 127.0.0.0/8 address on Linux loopback). */
+  localAddress?: string;
+  /** Awaited after the last RCPT and before DATA, e.g. to start many transactions at once. */
+  beforeData?: () => Promise<void>;
+  /** Longest wait for the reply to the final dot. */
+  timeoutMs?: number;
+}
+
+export interface TransactionResult {
+  /** The final reply to DATA, or the first refusal ("000 ..." if the connection died). */
+  reply: string;
+  /** Recipients answered 250. */
+  accepted: number;
+}
+
+/**
+ * One transaction with many recipients over one connection: EHLO, MAIL, every RCPT, DATA,
+ * the message (CRLF lines, none starting with "."; ends with CRLF), QUIT. Never throws on a
+ * refusal: the reply is returned.
+ */
+export async function sendTransaction(port: number, from: string, to: string[], message: Buffer, o: TransactionOptions = {}): Promise<TransactionResult> {
+  const sock = net.connect({ port, host: '127.0.0.1', ...(o.localAddress ? { localAddress: o.localAddress } : {}) });
+  sock.setNoDelay(true);
+  sock.on('error', () => undefined);
+  const replies = new Replies(sock);
+  let accepted = 0;
+  const write = (data: string | Buffer) =>
+    new Promise<void>((resolve) => {
+      if (sock.write(data)) return resolve();
+      const onDone = () => {
+        sock.off('drain', onDone);
+        sock.off('close', onDone);
+        resolve();
+      };
+      sock.once('drain', onDone);
+      sock.once('close', onDone);
+    });
+  try {
+    let r = await replies.next(60_000);
+    if (!r.startsWith('220')) return { reply: r, accepted };
+    await write('EHLO bench-client.invalid\r\n');
+    if (!(r = await replies.next(60_000)).startsWith('250')) return { reply: r, accepted };
+    await write(`MAIL FROM:<${from}> SIZE=${message.length}\r\n`);
+    if (!(r = await replies.next(60_000)).startsWith('250')) return { reply: r, accepted };
+    for (const rcpt of to) {
+      await write(`RCPT TO:<${rcpt}>\r\n`);
+      if (!(r = await replies.next(60_000)).startsWith('250')) return { reply: r, accepted };
+      accepted++;
+    }
+    if (o.beforeData) await o.beforeData();
+    await write('DATA\r\n');
+    if (!(r = await replies.next(60_000)).startsWith('354')) return { reply: r, accepted };
+    const CHUNK = 64 * 1024;
+    for (let off = 0; off < message.length; off += CHUNK) await write(message.subarray(off, off + CHUNK));
+    await write('.\r\n');
+    const reply = await replies.next(o.timeoutMs ?? 1_800_000);
+    sock.end('QUIT\r\n');
+    return { reply, accepted };
+  } finally {
+    setTimeout(() => sock.destroy(), 1000).unref();
+  }
+}

@@ -9,12 +9,29 @@ export interface SmtpConfig {
   port: number;
   /** Simultaneous SMTP connections; further ones get 421. */
   maxClients: number;
+  /**
+   * Simultaneous SMTP connections from one source (one IPv4 address, one IPv6 /64);
+   * further ones get 421 4.7.0. Default 20, the number of parallel connections a Postfix
+   * sender opens to one destination by default (smtp_destination_concurrency_limit), so an
+   * honest relay never meets it, while one source holds at most a tenth of maxClients.
+   */
+  maxClientsPerAddress: number;
   /** Recipients per message; further ones get 452 4.5.3. */
   maxRecipients: number;
   /** Longest SMTP command line accepted, in bytes. */
   maxLineLength: number;
   /** Idle time before a connection is closed, in ms. */
   idleTimeoutMs: number;
+  /**
+   * Time a command line may take from its first byte to its end, in ms; also the base
+   * of the DATA deadline. Unlike the idle timeout, bytes that trickle in do not extend it.
+   */
+  commandTimeoutMs: number;
+  /**
+   * Slowest message transfer accepted, in bytes a second: DATA must end within
+   * commandTimeoutMs + bytes received so far / minDataRate (as Postfix's smtpd_min_data_rate).
+   */
+  minDataRate: number;
   /** Pause before the 220 greeting to catch early talkers (smtp-server's is 100 ms). */
   greetingDelayMs: number;
   /** PEM files for STARTTLS; made by `kzymy-server init`. */
@@ -102,7 +119,20 @@ const KNOWN: Record<string, string[] | null> = {
   dataDir: null,
   maildirRoot: null,
   postmaster: null,
-  smtp: ['host', 'port', 'maxClients', 'maxRecipients', 'maxLineLength', 'idleTimeoutMs', 'greetingDelayMs', 'tlsKeyFile', 'tlsCertFile'],
+  smtp: [
+    'host',
+    'port',
+    'maxClients',
+    'maxClientsPerAddress',
+    'maxRecipients',
+    'maxLineLength',
+    'idleTimeoutMs',
+    'commandTimeoutMs',
+    'minDataRate',
+    'greetingDelayMs',
+    'tlsKeyFile',
+    'tlsCertFile',
+  ],
   web: ['host', 'port'],
   tor: ['manage', 'binary', 'hostnameFile', 'dataDir', 'extraConfig'],
   limits: ['maxMessageBytes', 'quotaBytes', 'minFreeBytes', 'retentionDays', 'memoryBufferBytes'],
@@ -224,9 +254,12 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     host: env.KZYMY_SMTP_HOST || str('smtp.host', smtpF.host, '0.0.0.0'),
     port: int('smtp.port', env.KZYMY_SMTP_PORT ?? smtpF.port, 2525, 0, 65535),
     maxClients: int('smtp.maxClients', smtpF.maxClients, 200, 1),
+    maxClientsPerAddress: int('smtp.maxClientsPerAddress', smtpF.maxClientsPerAddress, 20, 1),
     maxRecipients: int('smtp.maxRecipients', smtpF.maxRecipients, 100, 1),
     maxLineLength: int('smtp.maxLineLength', smtpF.maxLineLength, 4096, 512),
     idleTimeoutMs: int('smtp.idleTimeoutMs', smtpF.idleTimeoutMs, 300_000, 1000),
+    commandTimeoutMs: int('smtp.commandTimeoutMs', smtpF.commandTimeoutMs, 300_000, 1000),
+    minDataRate: int('smtp.minDataRate', smtpF.minDataRate, 500, 1),
     greetingDelayMs: int('smtp.greetingDelayMs', smtpF.greetingDelayMs, 0, 0, 60_000),
     tlsKeyFile: filePath('smtp.tlsKeyFile', smtpF.tlsKeyFile, path.join(dataDir, 'tls', 'key.pem')),
     tlsCertFile: filePath('smtp.tlsCertFile', smtpF.tlsCertFile, path.join(dataDir, 'tls', 'cert.pem')),

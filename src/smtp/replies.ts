@@ -26,4 +26,8 @@ export const reply = {
   tooBig: (limit: number) => new SmtpReply(552, '5.3.4', `Message size exceeds the fixed maximum of ${limit} bytes`),
   storeFailed: () => new SmtpReply(451, '4.3.0', 'Local error in processing; the message was not stored, try again later'),
   shuttingDown: () => new SmtpReply(421, '4.3.2', 'Service shutting down; try again later'),
+  tooManyFromAddress: () => new SmtpReply(421, '4.7.0', 'Too many connections from your address; try again later'),
+  commandTooSlow: () => new SmtpReply(421, '4.4.2', 'Command line not completed in time; closing connection'),
+  dataTooSlow: () =>
+    new SmtpReply(421, '4.4.2', 'Message data arrived too slowly; closing connection, the message was not stored'),
 };

@@ -8,6 +8,8 @@ import type { Registry } from '../registry/index.js';
 import type { KeyCache } from '../pgp/index.js';
 import type { MaildirStore } from '../maildir/index.js';
 import { applySmtpServerPatches } from './patches.js';
+import { SourceCounter } from './sources.js';
+import type { DeadlineOptions } from './deadlines.js';
 import { RecipientPolicy } from './policy.js';
 import { deliverMessage, MessageTooBig, transactionId, type Recipient } from './intake.js';
 import { reply, SmtpReply } from './replies.js';
@@ -49,7 +51,9 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
   let inFlight = 0;
   let closing = false;
 
-  const options: SMTPServerOptions & { greetingDelayMs: number; maxCommandLength: number } = {
+  const sources = new SourceCounter(config.smtp.maxClientsPerAddress);
+
+  const options: SMTPServerOptions & { greetingDelayMs: number; maxCommandLength: number } & DeadlineOptions = {
     name: config.domain,
     banner: 'kzymy ESMTP (receive only)',
     size: config.limits.maxMessageBytes,
@@ -65,14 +69,29 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
     maxRecipients: config.smtp.maxRecipients,
     maxCommandLength: config.smtp.maxLineLength,
     socketTimeout: config.smtp.idleTimeoutMs,
+    // Read by the deadline patch (patches.ts, deadlines.ts).
+    commandTimeoutMs: config.smtp.commandTimeoutMs,
+    minDataRate: config.smtp.minDataRate,
+    onDeadline: (phase) => logger.info({ evt: 'refused', code: 421, enh: '4.4.2', reason: phase === 'data' ? 'message data too slow' : 'command line too slow' }),
     closeTimeout: 30_000,
     greetingDelayMs: config.smtp.greetingDelayMs,
     logger: false,
 
+    // smtp-server has no per-source limit (maxClients counts all connections together),
+    // so it is kept here. A connection refused here is closed at once by smtp-server and
+    // leaves the maxClients count with it; onClose runs for every connection, counted or not.
     onConnect(session, callback) {
       if (closing) return callback(reply.shuttingDown());
+      if (!sources.admit(session.id, session.remoteAddress)) {
+        logger.info({ evt: 'refused', code: 421, enh: '4.7.0', reason: 'too many connections from one source' });
+        return callback(reply.tooManyFromAddress());
+      }
       logger.debug({ evt: 'connect', cid: session.id, ip: session.remoteAddress }, 'connection');
       callback();
+    },
+
+    onClose(session) {
+      sources.release(session.id);
     },
 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback) {

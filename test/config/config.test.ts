@@ -81,3 +81,26 @@ describe('config', () => {
     for (const h of ['0.0.0.0', '::', '10.0.0.1', 'example.org', '128.0.0.1']) expect(isLoopbackHost(h), h).to.equal(false);
   });
 });
+
+describe('config: SMTP connection limits and deadlines', () => {
+  it('defaults to 20 connections a source, 5-minute command lines and 500 bytes/s in DATA', () => {
+    const c = loadConfig({ env: { PATH: '' }, cwd: '/srv/kzymy' });
+    expect(c.smtp).to.include({ maxClients: 200, maxClientsPerAddress: 20, commandTimeoutMs: 300_000, minDataRate: 500, idleTimeoutMs: 300_000 });
+  });
+
+  it('reads them from the file and refuses values that would switch them off', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const f = path.join(dir, 'c.json');
+      await writeFile(f, JSON.stringify({ smtp: { maxClientsPerAddress: 5, commandTimeoutMs: 60_000, minDataRate: 2000 } }));
+      expect(loadConfig({ file: f, env: {} }).smtp).to.include({ maxClientsPerAddress: 5, commandTimeoutMs: 60_000, minDataRate: 2000 });
+      await writeFile(f, JSON.stringify({ smtp: { maxClientsPerAddress: 0, commandTimeoutMs: 10, minDataRate: 0 } }));
+      const p = problems(() => loadConfig({ file: f, env: {} })).join('\n');
+      expect(p).to.include('"smtp.maxClientsPerAddress" must be a whole number from 1');
+      expect(p).to.include('"smtp.commandTimeoutMs" must be a whole number from 1000');
+      expect(p).to.include('"smtp.minDataRate" must be a whole number from 1');
+    } finally {
+      await cleanup();
+    }
+  });
+});
