@@ -47,6 +47,8 @@ export interface LimitsConfig {
   retentionDays: number;
   /** Messages up to this size are encrypted from memory; larger ones stream chunk by chunk. */
   memoryBufferBytes: number;
+  /** Bytes all SMTP transactions together may hold in memory; past it a transaction waits before it reads its data. */
+  memoryBudgetBytes: number;
 }
 
 export interface Config {
@@ -105,7 +107,7 @@ const KNOWN: Record<string, string[] | null> = {
   smtp: ['host', 'port', 'maxClients', 'maxRecipients', 'maxLineLength', 'idleTimeoutMs', 'greetingDelayMs', 'tlsKeyFile', 'tlsCertFile'],
   web: ['host', 'port'],
   tor: ['manage', 'binary', 'hostnameFile', 'dataDir', 'extraConfig'],
-  limits: ['maxMessageBytes', 'quotaBytes', 'minFreeBytes', 'retentionDays', 'memoryBufferBytes'],
+  limits: ['maxMessageBytes', 'quotaBytes', 'minFreeBytes', 'retentionDays', 'memoryBufferBytes', 'memoryBudgetBytes'],
   log: ['level'],
 };
 
@@ -268,6 +270,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     minFreeBytes: int('limits.minFreeBytes', limF.minFreeBytes, 512 * MiB, 0),
     retentionDays: int('limits.retentionDays', limF.retentionDays, 30, 1, 3650),
     memoryBufferBytes: int('limits.memoryBufferBytes', limF.memoryBufferBytes, 1 * MiB, 0, 64 * MiB),
+    memoryBudgetBytes: int('limits.memoryBudgetBytes', limF.memoryBudgetBytes, 64 * MiB, 8 * MiB),
   };
 
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;

@@ -1,24 +1,54 @@
 // The data path: DATA -> per-recipient PGP/MIME encryption -> Maildir.
-// A message up to limits.memoryBufferBytes is held in memory and encrypted from a buffer
-// (about 2.7x faster than streaming, measured in docs/benchmarks.md); a larger one streams chunk by
-// chunk through openpgp so memory stays bounded. Plaintext never reaches a file.
-// The caller answers 250 only after deliver() has resolved, i.e. after every copy and
-// its directory entry were fsynced; on any failure every copy already stored is removed,
-// so the sender's retry does not duplicate anything.
+// A message up to limits.memoryBufferBytes is read into memory once (one plaintext per
+// transaction, however many recipients) and encrypted for a few recipients at a time, each copy
+// streaming through openpgp straight into its file; a larger one streams chunk by chunk through
+// one encryptor per recipient. Plaintext never reaches a file.
+// Memory: a transaction first takes a lease on the process-wide budget (limits.memoryBudgetBytes)
+// for what it may hold, and waits, without reading, while the budget is spent.
+// Space: every copy reserves its bytes in the process-wide ledger as it writes them (space.ts).
+// The caller answers 250 only after deliverMessage() has resolved, i.e. after every copy and
+// its directory entry were fsynced. All or nothing: on any failure the other copies are stopped,
+// every branch is waited for, and every copy stored is removed before the promise rejects, so
+// the sender's retry does not duplicate anything.
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../config/log.js';
 import type { User } from '../registry/index.js';
 import {
   deliveryHeaders,
-  encryptBufferToPgpMime,
   encryptStreamToPgpMime,
   type DeliveryInfo,
   type KeyCache,
 } from '../pgp/index.js';
 import type { MaildirStore, MessageInfo } from '../maildir/index.js';
 import { fanOut } from './fanout.js';
+import type { MemoryBudget } from './memory.js';
+import { ciphertextEstimate, type Reservation, type SpaceLedger } from './space.js';
+
+/** Working set of one openpgp encryption in flight, with its read-ahead (measured 0.75 to 1 MB). */
+export const ENCRYPTOR_BYTES = 1024 * 1024;
+/** Copies of an in-memory message encrypted at the same time. */
+export const COPIES_AT_ONCE = 4;
+/** Plaintext buffered by the streamed path besides the encryptors: our PassThrough and the fan-out's lag. */
+const STREAM_BUFFER_BYTES = 512 * 1024;
+/** Slices of an in-memory body fed to openpgp (views, not copies); larger ones cost more read-ahead. */
+const SLICE_BYTES = 64 * 1024;
+/** A socket chunk may carry the head past its limit by this much. */
+const CHUNK_BYTES = 64 * 1024;
+/** Delivery headers, at most (Return-Path, Delivered-To, Received with bounded fields). */
+const HEADER_BYTES = 2048;
+
+/** Bytes an in-memory transaction of `size` bytes to `n` recipients holds at most. */
+export function memoryPathBytes(size: number, n: number): number {
+  return size + Math.min(COPIES_AT_ONCE, n) * ENCRYPTOR_BYTES;
+}
+
+/** Bytes a streamed transaction to `n` recipients holds at most, with the head it has read. */
+export function streamPathBytes(head: number, n: number): number {
+  return head + STREAM_BUFFER_BYTES + n * ENCRYPTOR_BYTES;
+}
 
 export interface Recipient {
   user: User;
@@ -40,6 +70,10 @@ export interface IntakeDeps {
   maildir: MaildirStore;
   keys: KeyCache;
   logger: Logger;
+  /** Process-wide: bytes in flight against quota and disk floor. */
+  space: SpaceLedger;
+  /** Process-wide: bytes held in memory by transactions. */
+  memory: MemoryBudget;
 }
 
 export class MessageTooBig extends Error {
@@ -72,13 +106,44 @@ async function* rest(head: Buffer[], it: AsyncIterator<Uint8Array>, stream: { si
   }
 }
 
+/** Slices of `chunks`, none longer than SLICE_BYTES (views into the same memory). */
+function* slices(chunks: Buffer[]): Generator<Buffer> {
+  for (const c of chunks) {
+    for (let o = 0; o < c.length; o += SLICE_BYTES) yield c.subarray(o, Math.min(c.length, o + SLICE_BYTES));
+  }
+}
+
+/**
+ * Runs `run` for every index, at most `limit` at a time. The first failure aborts `abort` (the
+ * running copies stop before their next write, the rest never start); every started run is
+ * waited for before the first failure is thrown.
+ */
+async function allOrFirstFailure(count: number, limit: number, abort: AbortController, run: (i: number, signal: AbortSignal) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failure: { err: unknown } | null = null;
+  const worker = async () => {
+    while (!abort.signal.aborted && next < count) {
+      const i = next++;
+      try {
+        await run(i, abort.signal);
+      } catch (err) {
+        if (!failure) failure = { err: abort.signal.aborted ? (abort.signal.reason ?? err) : err };
+        if (!abort.signal.aborted) abort.abort(err);
+      }
+    }
+  };
+  await Promise.allSettled(Array.from({ length: Math.min(limit, count) }, worker));
+  if (abort.signal.aborted && !failure) failure = { err: abort.signal.reason };
+  if (failure) throw (failure as { err: unknown }).err;
+}
+
 export async function deliverMessage(
   deps: IntakeDeps,
   stream: Readable & { sizeExceeded?: boolean },
   envelope: Envelope,
   recipients: Recipient[],
 ): Promise<{ bytes: number; mode: 'memory' | 'stream'; stored: number }> {
-  const { config, maildir, keys } = deps;
+  const { config, maildir, keys, space, memory } = deps;
   const date = new Date();
   const info = (r: Recipient): DeliveryInfo => ({
     mailFrom: envelope.mailFrom,
@@ -90,36 +155,74 @@ export async function deliverMessage(
     date,
     tls: envelope.tls,
   });
-  const parsed = await Promise.all(recipients.map((r) => keys.get(r.user.fingerprint, r.user.publicKey)));
+  const n = recipients.length;
   const stored: Array<{ user: string; msg: MessageInfo }> = [];
+  const reservations: Reservation[] = [];
+  // Aborted by the first failure of any kind: a client gone, a copy failed, a limit passed.
+  const abort = new AbortController();
+  setMaxListeners(2 * n + 10, abort.signal); // each copy's pipeline listens too
+  const fail = (err: Error) => {
+    if (!abort.signal.aborted) abort.abort(err);
+  };
+  // A client that goes away mid-DATA: smtp-server destroys its stream without 'end'.
+  const onError = (err?: Error) => fail(err ?? new Error('connection closed during DATA'));
+  const onClose = () => {
+    if (!stream.readableEnded) fail(new Error('connection closed during DATA'));
+  };
+  stream.once('error', onError);
+  stream.once('close', onClose);
 
   // smtp-server's data stream is piped into a stream of our own: on an abort we unpipe,
   // and smtp-server (which resumes a still readable stream after our callback) reads the
   // rest of DATA to its end before it replies.
   const src = new PassThrough({ highWaterMark: 256 * 1024 });
-  stream.pipe(src);
-  // A client that goes away mid-DATA: smtp-server destroys its stream without 'end'.
-  const gone = (err?: Error) => src.destroy(err ?? new Error('connection closed during DATA'));
-  stream.once('error', gone);
-  stream.once('close', () => {
-    if (!stream.readableEnded) gone();
-  });
-  const it = src[Symbol.asyncIterator]() as AsyncIterator<Uint8Array>;
+  const destroySrc = () => src.destroy(abort.signal.reason as Error);
+  abort.signal.addEventListener('abort', destroySrc, { once: true });
+  let lease: Awaited<ReturnType<MemoryBudget['acquire']>> | null = null;
   try {
-    const { head, size, ended } = await readHead(it, config.limits.memoryBufferBytes);
+    const headLimit = config.limits.memoryBufferBytes;
+    // Before the size is known, the lease covers either path; nothing is read until it is granted.
+    lease = await memory.acquire(Math.max(memoryPathBytes(headLimit + CHUNK_BYTES, n), streamPathBytes(headLimit + CHUNK_BYTES, n)), abort.signal);
+    const parsed = await Promise.all(recipients.map((r) => keys.get(r.user.fingerprint, r.user.publicKey)));
+    stream.pipe(src);
+    const it = src[Symbol.asyncIterator]() as AsyncIterator<Uint8Array>;
+    const { head, size, ended } = await readHead(it, headLimit);
     if (stream.sizeExceeded) throw new MessageTooBig();
+
+    // At DATA's end (memory) or once the head is in (streamed): reserve an estimate per copy.
+    const estimate = ciphertextEstimate(size + HEADER_BYTES);
+    for (const r of recipients) {
+      const res = space.open(r.user.username);
+      reservations.push(res);
+      await res.reserve(estimate);
+    }
+    const deliverCopy = async (i: number, plaintext: AsyncIterable<Uint8Array>, signal: AbortSignal) => {
+      const r = recipients[i]!;
+      const res = reservations[i]!;
+      const file = encryptStreamToPgpMime(plaintext, { key: parsed[i]!, domain: config.domain, date });
+      const msg = await maildir.deliver(r.user.username, file, {
+        signal,
+        beforeWrite: (bytes) => res.beforeWrite(bytes),
+        beforeRename: (final) => res.settle(final),
+      });
+      stored.push({ user: r.user.username, msg });
+    };
+
     if (ended) {
-      const body = Buffer.concat(head, size);
-      await Promise.all(
-        recipients.map(async (r, i) => {
-          const plain = Buffer.concat([deliveryHeaders(info(r)), body]);
-          const file = await encryptBufferToPgpMime(plain, { key: parsed[i], domain: config.domain, date });
-          const msg = await maildir.deliver(r.user.username, file);
-          stored.push({ user: r.user.username, msg });
-        }),
+      lease.shrinkTo(memoryPathBytes(size, n));
+      await allOrFirstFailure(n, COPIES_AT_ONCE, abort, (i, signal) =>
+        deliverCopy(
+          i,
+          (async function* () {
+            yield deliveryHeaders(info(recipients[i]!));
+            yield* slices(head);
+          })(),
+          signal,
+        ),
       );
       return { bytes: size, mode: 'memory', stored: stored.length };
     }
+
     let total = 0;
     const counted = (async function* () {
       for await (const c of rest(head, it, stream)) {
@@ -127,27 +230,38 @@ export async function deliverMessage(
         yield c;
       }
     })();
-    const branches = fanOut(counted, recipients.length);
-    await Promise.all(
-      recipients.map(async (r, i) => {
-        async function* withHeaders() {
-          yield deliveryHeaders(info(r));
-          yield* branches[i];
-        }
-        const file = encryptStreamToPgpMime(withHeaders(), { key: parsed[i], domain: config.domain, date });
-        const msg = await maildir.deliver(r.user.username, file);
-        stored.push({ user: r.user.username, msg });
-      }),
+    const branches = fanOut(counted, n);
+    // A failed copy leaves its branch unread: end them all, or the fan-out would wait for it.
+    abort.signal.addEventListener('abort', () => {
+      for (const b of branches) b.destroy(abort.signal.reason as Error);
+    });
+    await allOrFirstFailure(n, n, abort, (i, signal) =>
+      deliverCopy(
+        i,
+        (async function* () {
+          yield deliveryHeaders(info(recipients[i]!));
+          yield* branches[i]!;
+        })(),
+        signal,
+      ),
     );
     return { bytes: total, mode: 'stream', stored: stored.length };
   } catch (err) {
+    fail(err instanceof Error ? err : new Error(String(err)));
     stream.unpipe(src);
-    stream.on("data", () => undefined); // keep reading so smtp-server reaches the end of DATA
+    stream.on('data', () => undefined); // keep reading so smtp-server reaches the end of DATA
     stream.resume();
     src.destroy();
-    // All or nothing: a failed transaction leaves no copy behind, the sender retries.
+    // All or nothing: every branch has ended (allOrFirstFailure waited for them), so this
+    // removes every copy that was stored, and the sender's retry duplicates nothing.
     await Promise.all(stored.map((s) => maildir.remove(s.user, s.msg.id).catch(() => undefined)));
     throw err;
+  } finally {
+    for (const res of reservations) res.release();
+    lease?.release();
+    stream.off('error', onError);
+    stream.off('close', onClose);
+    abort.signal.removeEventListener('abort', destroySrc);
   }
 }
 
