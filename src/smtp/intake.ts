@@ -192,7 +192,7 @@ export async function deliverMessage(
     // At DATA's end (memory) or once the head is in (streamed): reserve an estimate per copy.
     const estimate = ciphertextEstimate(size + HEADER_BYTES);
     for (const r of recipients) {
-      const res = space.open(r.user.username);
+      const res = space.open(r.user.username, abort.signal);
       reservations.push(res);
       await res.reserve(estimate);
     }
@@ -200,12 +200,17 @@ export async function deliverMessage(
       const r = recipients[i]!;
       const res = reservations[i]!;
       const file = encryptStreamToPgpMime(plaintext, { key: parsed[i]!, domain: config.domain, date });
-      const msg = await maildir.deliver(r.user.username, file, {
-        signal,
-        beforeWrite: (bytes) => res.beforeWrite(bytes),
-        beforeRename: (final) => res.settle(final),
-      });
-      stored.push({ user: r.user.username, msg });
+      try {
+        const msg = await maildir.deliver(r.user.username, file, {
+          signal,
+          beforeWrite: (bytes) => res.beforeWrite(bytes),
+          beforeRename: (final) => res.settle(final),
+        });
+        stored.push({ user: r.user.username, msg });
+      } finally {
+        // Stored (and counted by the store) or removed: either way no longer in flight.
+        res.release();
+      }
     };
 
     if (ended) {

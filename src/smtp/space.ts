@@ -44,9 +44,9 @@ export class SpaceLedger {
     private readonly statfsTtlMs = STATFS_TTL_MS,
   ) {}
 
-  /** A new, empty reservation for one copy to `user`. */
-  open(user: string): Reservation {
-    return new Reservation(this, user);
+  /** A new, empty reservation for one copy to `user`; `signal` ends any wait inside it. */
+  open(user: string, signal?: AbortSignal): Reservation {
+    return new Reservation(this, user, signal);
   }
 
   /** Bytes in flight for `user` (for the early answer at RCPT). */
@@ -86,28 +86,75 @@ export class SpaceLedger {
     await this.reading;
   }
 
+  /** Bytes written by refused copies whose files are not removed yet: they come back soon. */
+  private dying = 0;
+  private waiting: Array<() => void> = [];
+
   /** Raises reservation `r` by `delta` bytes, or throws the 452 reply when a limit would be passed. */
   async grow(r: Reservation, delta: number, expectWrite: boolean): Promise<void> {
     if (delta <= 0) return;
     const { quotaBytes, minFreeBytes } = this.config.limits;
-    if (this.maildir.cachedBytes(r.user) === null) await this.maildir.usage(r.user);
-    await this.readDisk();
-    // From here on no await: the check and the update see the same sums.
-    const stored = this.maildir.cachedBytes(r.user) ?? 0;
-    const mine = this.inFlight(r.user);
-    const add = expectWrite ? delta : 0;
-    const refusal = stored + mine + delta > quotaBytes ? reply.overQuota() : this.freeNow() - add < minFreeBytes ? reply.diskFull() : null;
-    if (refusal) {
-      // A refused copy gives its quota back at once: copies growing side by side must not all
-      // be refused because each still counts the other. Its written bytes count for the disk
-      // until its file is gone (release).
-      this.dropQuota(r);
-      throw refusal;
+    for (;;) {
+      r.signal?.throwIfAborted();
+      if (this.maildir.cachedBytes(r.user) === null) await this.maildir.usage(r.user);
+      await this.readDisk();
+      // From here on no await: the check and the update see the same sums.
+      const stored = this.maildir.cachedBytes(r.user) ?? 0;
+      const mine = this.inFlight(r.user);
+      const add = expectWrite ? delta : 0;
+      let refusal = stored + mine + delta > quotaBytes ? reply.overQuota() : null;
+      if (!refusal && this.freeNow() - add < minFreeBytes) {
+        // Copies refused a moment ago free their bytes as soon as their files are gone: when
+        // that would make room, wait for it instead of refusing one copy after the other.
+        if (this.dying > 0 && this.freeNow() + this.dying - add >= minFreeBytes) {
+          await this.nextRelease(r.signal);
+          continue;
+        }
+        refusal = reply.diskFull();
+      }
+      if (refusal) {
+        this.refuse(r);
+        throw refusal;
+      }
+      this.perUser.set(r.user, mine + delta);
+      this.outstanding += add;
+      r.reserved += delta;
+      r.expected += add;
+      return;
     }
-    this.perUser.set(r.user, mine + delta);
-    this.outstanding += add;
-    r.reserved += delta;
-    r.expected += add;
+  }
+
+  private nextRelease(signal?: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      signal?.addEventListener('abort', done, { once: true });
+      this.waiting.push(done);
+    });
+  }
+
+  /**
+   * A refused copy gives back its quota and what it had not written yet at once: copies
+   * growing side by side must not all be refused because each still counts the others. Its
+   * written bytes count for the disk until its file is gone (release).
+   */
+  private refuse(r: Reservation): void {
+    this.dropQuota(r);
+    this.outstanding -= r.expected;
+    r.expected = 0;
+    if (!r.refused) {
+      r.refused = true;
+      this.dying += r.written;
+    }
+  }
+
+  private dropQuota(r: Reservation): void {
+    const left = (this.perUser.get(r.user) ?? 0) - r.reserved;
+    if (left > 0) this.perUser.set(r.user, left);
+    else this.perUser.delete(r.user);
+    r.reserved = 0;
   }
 
   /** Records `bytes` as written by `r` (they were reserved just before). */
@@ -119,18 +166,13 @@ export class SpaceLedger {
     r.written += bytes;
   }
 
-  private dropQuota(r: Reservation): void {
-    const left = (this.perUser.get(r.user) ?? 0) - r.reserved;
-    if (left > 0) this.perUser.set(r.user, left);
-    else this.perUser.delete(r.user);
-    r.reserved = 0;
-  }
-
   release(r: Reservation, fileRemoved: boolean): void {
     this.dropQuota(r);
     this.outstanding -= r.expected;
+    r.expected = 0;
+    if (r.refused) this.dying -= r.written;
     if (fileRemoved) this.freed += r.written;
-    r.reserved = r.expected = 0;
+    for (const w of this.waiting.splice(0)) w();
   }
 }
 
@@ -142,12 +184,14 @@ export class Reservation {
   reserved = 0;
   expected = 0;
   written = 0;
+  refused = false;
   private settled = false;
   private released = false;
 
   constructor(
     private readonly ledger: SpaceLedger,
     readonly user: string,
+    readonly signal?: AbortSignal,
   ) {}
 
   /** Reserves up to `total` bytes for this copy (an estimate at DATA): throws 452 4.2.2 / 4.3.1. */
