@@ -1,8 +1,9 @@
 // The data path: DATA -> per-recipient PGP/MIME encryption -> Maildir.
 // A message up to limits.memoryBufferBytes is read into memory once (one plaintext per
-// transaction, however many recipients) and encrypted for a few recipients at a time, each copy
-// streaming through openpgp straight into its file; a larger one streams chunk by chunk through
-// one encryptor per recipient. Plaintext never reaches a file.
+// transaction, however many recipients); a larger one is written to a spool that holds it
+// encrypted under a key kept in memory only (spool.ts), as it arrives. Either way the copies are
+// then made a few at a time (COPIES_AT_ONCE), each streaming through openpgp straight into its
+// file, so memory does not grow with the number of recipients. Plaintext never reaches a file.
 // Memory: a transaction first takes a lease on the process-wide budget (limits.memoryBudgetBytes)
 // for what it may hold, and waits, without reading, while the budget is spent.
 // Space: every copy reserves its bytes in the process-wide ledger as it writes them (space.ts).
@@ -23,18 +24,21 @@ import {
   type KeyCache,
 } from '../pgp/index.js';
 import type { MaildirStore, MessageInfo } from '../maildir/index.js';
-import { fanOut } from './fanout.js';
 import type { MemoryBudget } from './memory.js';
 import { ciphertextEstimate, type Reservation, type SpaceLedger } from './space.js';
+import { Spool } from './spool.js';
 
-/** Working set of one openpgp encryption in flight, with its read-ahead (measured 0.75 to 1 MB). */
-export const ENCRYPTOR_BYTES = 1024 * 1024;
-/** Copies of an in-memory message encrypted at the same time. */
+/**
+ * Working set of one openpgp encryption in flight, fed 32 KiB slices: measured 2 to 3.5 MB live
+ * after a GC, 5 MB at its worst (openpgp's own stream stages read ahead several slices).
+ */
+export const ENCRYPTOR_BYTES = 4 * 1024 * 1024;
+/** Copies of one message encrypted at the same time, whatever the number of recipients. */
 export const COPIES_AT_ONCE = 4;
-/** Plaintext buffered by the streamed path besides the encryptors: our PassThrough and the fan-out's lag. */
-const STREAM_BUFFER_BYTES = 512 * 1024;
-/** Slices of an in-memory body fed to openpgp (views, not copies); larger ones cost more read-ahead. */
-const SLICE_BYTES = 64 * 1024;
+/** Plaintext buffered by the streamed path besides the encryptors: our PassThrough. */
+const STREAM_BUFFER_BYTES = 256 * 1024;
+/** Slices fed to openpgp (views, not copies): each stage of its pipeline reads ahead a few of them. */
+const SLICE_BYTES = 32 * 1024;
 /** A socket chunk may carry the head past its limit by this much. */
 const CHUNK_BYTES = 64 * 1024;
 /** Delivery headers, at most (Return-Path, Delivered-To, Received with bounded fields). */
@@ -45,9 +49,9 @@ export function memoryPathBytes(size: number, n: number): number {
   return size + Math.min(COPIES_AT_ONCE, n) * ENCRYPTOR_BYTES;
 }
 
-/** Bytes a streamed transaction to `n` recipients holds at most, with the head it has read. */
+/** Bytes a spooled transaction to `n` recipients holds at most, with the head it has read. */
 export function streamPathBytes(head: number, n: number): number {
-  return head + STREAM_BUFFER_BYTES + n * ENCRYPTOR_BYTES;
+  return head + STREAM_BUFFER_BYTES + Math.min(COPIES_AT_ONCE, n) * ENCRYPTOR_BYTES;
 }
 
 export interface Recipient {
@@ -107,9 +111,9 @@ async function* rest(head: Buffer[], it: AsyncIterator<Uint8Array>, stream: { si
 }
 
 /** Slices of `chunks`, none longer than SLICE_BYTES (views into the same memory). */
-function* slices(chunks: Buffer[]): Generator<Buffer> {
+function* slices(chunks: Buffer[], size = SLICE_BYTES): Generator<Buffer> {
   for (const c of chunks) {
-    for (let o = 0; o < c.length; o += SLICE_BYTES) yield c.subarray(o, Math.min(c.length, o + SLICE_BYTES));
+    for (let o = 0; o < c.length; o += size) yield c.subarray(o, Math.min(c.length, o + size));
   }
 }
 
@@ -179,6 +183,7 @@ export async function deliverMessage(
   const destroySrc = () => src.destroy(abort.signal.reason as Error);
   abort.signal.addEventListener('abort', destroySrc, { once: true });
   let lease: Awaited<ReturnType<MemoryBudget['acquire']>> | null = null;
+  let spool: Spool | null = null;
   try {
     const headLimit = config.limits.memoryBufferBytes;
     // Before the size is known, the lease covers either path; nothing is read until it is granted.
@@ -191,14 +196,12 @@ export async function deliverMessage(
 
     // At DATA's end (memory) or once the head is in (streamed): reserve an estimate per copy.
     const estimate = ciphertextEstimate(size + HEADER_BYTES);
-    for (const r of recipients) {
-      const res = space.open(r.user.username, abort.signal);
-      reservations.push(res);
-      await res.reserve(estimate);
-    }
+    const copySpace = recipients.map((r) => space.open(r.user.username, abort.signal));
+    reservations.push(...copySpace);
+    for (const res of copySpace) await res.reserve(estimate);
     const deliverCopy = async (i: number, plaintext: AsyncIterable<Uint8Array>, signal: AbortSignal) => {
       const r = recipients[i]!;
-      const res = reservations[i]!;
+      const res = copySpace[i]!;
       const file = encryptStreamToPgpMime(plaintext, { key: parsed[i]!, domain: config.domain, date });
       try {
         const msg = await maildir.deliver(r.user.username, file, {
@@ -228,24 +231,27 @@ export async function deliverMessage(
       return { bytes: size, mode: 'memory', stored: stored.length };
     }
 
+    // Larger: the message goes to the spool (encrypted under a key held in memory only) while it
+    // arrives, then each copy reads it back; copies are made a few at a time as above.
+    lease.shrinkTo(streamPathBytes(size, n));
+    spool = await Spool.create(config.maildirRoot);
+    const spoolSpace = space.openSpool(abort.signal);
+    reservations.push(spoolSpace);
     let total = 0;
-    const counted = (async function* () {
-      for await (const c of rest(head, it, stream)) {
-        total += c.length;
-        yield c;
-      }
-    })();
-    const branches = fanOut(counted, n);
-    // A failed copy leaves its branch unread: end them all, or the fan-out would wait for it.
-    abort.signal.addEventListener('abort', () => {
-      for (const b of branches) b.destroy(abort.signal.reason as Error);
-    });
-    await allOrFirstFailure(n, n, abort, (i, signal) =>
+    for await (const c of rest(head, it, stream)) {
+      await spoolSpace.beforeWrite(c.byteLength);
+      await spool.write(c);
+      total += c.byteLength;
+    }
+    if (stream.sizeExceeded) throw new MessageTooBig();
+    const whole = spool;
+    for (const res of copySpace) await res.reserve(ciphertextEstimate(total + HEADER_BYTES));
+    await allOrFirstFailure(n, COPIES_AT_ONCE, abort, (i, signal) =>
       deliverCopy(
         i,
         (async function* () {
           yield deliveryHeaders(info(recipients[i]!));
-          yield* branches[i]!;
+          for await (const c of whole.read()) yield* slices([c]);
         })(),
         signal,
       ),
@@ -262,6 +268,7 @@ export async function deliverMessage(
     await Promise.all(stored.map((s) => maildir.remove(s.user, s.msg.id).catch(() => undefined)));
     throw err;
   } finally {
+    await spool?.close().catch(() => undefined);
     for (const res of reservations) res.release();
     lease?.release();
     stream.off('error', onError);

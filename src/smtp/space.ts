@@ -16,6 +16,8 @@ import type { Config } from '../config/index.js';
 import type { MaildirStore } from '../maildir/index.js';
 import { reply } from './replies.js';
 
+/** The owner of spool reservations: no username is empty. */
+const SPOOL = '';
 /** A file takes whole blocks; one extra block per copy covers the rounding. */
 const FILE_SLACK = 4096;
 /** statfs is read again once its reading is older than this; the counters correct it meanwhile. */
@@ -43,6 +45,11 @@ export class SpaceLedger {
     private readonly maildir: MaildirStore,
     private readonly statfsTtlMs = STATFS_TTL_MS,
   ) {}
+
+  /** A reservation for a transaction's spool: it counts for the disk floor, not for any quota. */
+  openSpool(signal?: AbortSignal): Reservation {
+    return new Reservation(this, SPOOL, signal);
+  }
 
   /** A new, empty reservation for one copy to `user`; `signal` ends any wait inside it. */
   open(user: string, signal?: AbortSignal): Reservation {
@@ -96,13 +103,14 @@ export class SpaceLedger {
     const { quotaBytes, minFreeBytes } = this.config.limits;
     for (;;) {
       r.signal?.throwIfAborted();
-      if (this.maildir.cachedBytes(r.user) === null) await this.maildir.usage(r.user);
+      const quota = r.user !== SPOOL;
+      if (quota && this.maildir.cachedBytes(r.user) === null) await this.maildir.usage(r.user);
       await this.readDisk();
       // From here on no await: the check and the update see the same sums.
-      const stored = this.maildir.cachedBytes(r.user) ?? 0;
+      const stored = quota ? (this.maildir.cachedBytes(r.user) ?? 0) : 0;
       const mine = this.inFlight(r.user);
       const add = expectWrite ? delta : 0;
-      let refusal = stored + mine + delta > quotaBytes ? reply.overQuota() : null;
+      let refusal = quota && stored + mine + delta > quotaBytes ? reply.overQuota() : null;
       if (!refusal && this.freeNow() - add < minFreeBytes) {
         // Copies refused a moment ago free their bytes as soon as their files are gone: when
         // that would make room, wait for it instead of refusing one copy after the other.
