@@ -176,29 +176,42 @@ describe('deliverMessage in process: all or nothing, space ledger, memory budget
     });
   }
 
-  it("one recipient's account is deleted mid-DATA (real store): the transaction fails and no copy remains", async function () {
-    const store = new MaildirStore(config.maildirRoot);
-    const names = ['keep1', 'gone', 'keep2', 'keep3'];
-    for (const n of names) await store.ensureUser(n);
-    const deps = setup(store);
-    const msg = rawMessage(marker(), { bodyBytes: 2_000_000 });
-    let removed = false;
-    const stream = dataStream(msg, 16 * 1024, async (sent) => {
-      // Once a good part is written to every tmp/, the operator deletes one account.
-      if (!removed && sent > 1_000_000) {
+  for (const when of ['while DATA arrives', 'while the copies are written'] as const) {
+    it(`one recipient's account is deleted ${when} (real store): the transaction fails and no copy remains`, async function () {
+      const store = new MaildirStore(config.maildirRoot);
+      // Copies are made four at a time: the deleted account's copy is among the last ones.
+      const names = ['keep1', 'keep2', 'keep3', 'keep4', 'keep5', 'gone'];
+      for (const n of names) await store.ensureUser(n);
+      const deps = setup(store);
+      const msg = rawMessage(marker(), { bodyBytes: 2_000_000 });
+      let removed = false;
+      const remove = async () => {
         removed = true;
-        expect(await filesIn(path.join(config.maildirRoot, 'keep1', 'tmp'))).to.have.length(1);
         await store.removeUser('gone');
-      }
+      };
+      const stream = dataStream(msg, 16 * 1024, async (sent) => {
+        if (when === 'while DATA arrives' && !removed && sent > 1_000_000) await remove();
+      });
+      const watcher =
+        when === 'while the copies are written'
+          ? (async () => {
+              while (!removed) {
+                if ((await filesIn(path.join(config.maildirRoot, 'keep1', 'tmp'))).length > 0) await remove();
+                else await new Promise((r) => setImmediate(r));
+              }
+            })()
+          : Promise.resolve();
+      let err: unknown = null;
+      await deliverMessage(deps, stream, envelope, recipientsFor(names)).catch((e: unknown) => (err = e));
+      removed = true;
+      await watcher;
+      expect(err).to.be.instanceOf(Error);
+      expect(await leftovers(config.maildirRoot, names)).to.deep.equal([]);
+      expect(await filesIn(path.join(config.maildirRoot, 'gone')), 'the deleted account stays deleted').to.deep.equal([]);
+      expect((await readdir(config.maildirRoot)).filter((f) => f.startsWith('.')), 'no spool left').to.deep.equal([]);
+      expectSettled(deps, names);
     });
-    let err: unknown = null;
-    await deliverMessage(deps, stream, envelope, recipientsFor(names)).catch((e: unknown) => (err = e));
-    expect(removed).to.equal(true);
-    expect(err).to.be.instanceOf(Error);
-    expect(await leftovers(config.maildirRoot, names)).to.deep.equal([]);
-    expect(await filesIn(path.join(config.maildirRoot, 'gone')), 'the deleted account stays deleted').to.deep.equal([]);
-    expectSettled(deps, names);
-  });
+  }
 
   for (const mode of ['memory', 'stream'] as const) {
     it(`${mode} path: a copy passing the quota while it is written is refused with 452 4.2.2 and nothing is left`, async function () {
