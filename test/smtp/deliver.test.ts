@@ -10,7 +10,7 @@ import { silentLogger } from '../../src/config/log.js';
 import { MaildirStore, type DeliverOptions, type MessageInfo } from '../../src/maildir/index.js';
 import { KeyCache } from '../../src/pgp/index.js';
 import type { User } from '../../src/registry/index.js';
-import { deliverMessage, type IntakeDeps, type Recipient } from '../../src/smtp/intake.js';
+import { COPIES_AT_ONCE, deliverMessage, type IntakeDeps, type Recipient } from '../../src/smtp/intake.js';
 import { MemoryBudget } from '../../src/smtp/memory.js';
 import { SmtpReply } from '../../src/smtp/replies.js';
 import { SpaceLedger } from '../../src/smtp/space.js';
@@ -45,6 +45,20 @@ class FailingStore extends MaildirStore {
       await new Promise((r) => setTimeout(r, 5));
     }
     throw Object.assign(new Error('injected write failure'), { code: 'EIO' });
+  }
+}
+
+/** A real store that records how many copies are being written at the same time. */
+class CountingStore extends MaildirStore {
+  writing = 0;
+  most = 0;
+  override async deliver(user: string, content: Parameters<MaildirStore['deliver']>[1], opts?: DeliverOptions): Promise<MessageInfo> {
+    this.most = Math.max(this.most, ++this.writing);
+    try {
+      return await super.deliver(user, content, opts);
+    } finally {
+      this.writing--;
+    }
   }
 }
 
@@ -226,6 +240,19 @@ describe('deliverMessage in process: all or nothing, space ledger, memory budget
       expect((err as SmtpReply).message).to.match(/^4\.2\.2 /);
       expect((err as SmtpReply).responseCode).to.equal(452);
       expect(await leftovers(config.maildirRoot, names)).to.deep.equal([]);
+      expectSettled(deps, names);
+    });
+  }
+
+  for (const mode of ['memory', 'stream'] as const) {
+    it(`${mode} path, 10 recipients: at most ${COPIES_AT_ONCE} copies are encrypted and written at a time`, async function () {
+      const store = new CountingStore(config.maildirRoot);
+      const names = Array.from({ length: 10 }, (_, i) => `c${i}`);
+      const deps = setup(store);
+      const r = await deliverMessage(deps, dataStream(rawMessage(marker(), { bodyBytes: mode === 'memory' ? 100_000 : 500_000 })), envelope, recipientsFor(names));
+      expect(r.mode).to.equal(mode);
+      expect(r.stored).to.equal(10);
+      expect(store.most).to.be.at.least(2).and.at.most(COPIES_AT_ONCE);
       expectSettled(deps, names);
     });
   }
