@@ -62,8 +62,10 @@ export interface LimitsConfig {
   quotaBytes: number;
   minFreeBytes: number;
   retentionDays: number;
-  /** Messages up to this size are encrypted from memory; larger ones stream chunk by chunk. */
+  /** Messages up to this size are held in memory; larger ones are spooled to disk, encrypted under a key held in memory only. */
   memoryBufferBytes: number;
+  /** Bytes all SMTP transactions together may hold in memory; past it a transaction waits before it reads its data. */
+  memoryBudgetBytes: number;
 }
 
 export interface Config {
@@ -135,7 +137,7 @@ const KNOWN: Record<string, string[] | null> = {
   ],
   web: ['host', 'port'],
   tor: ['manage', 'binary', 'hostnameFile', 'dataDir', 'extraConfig'],
-  limits: ['maxMessageBytes', 'quotaBytes', 'minFreeBytes', 'retentionDays', 'memoryBufferBytes'],
+  limits: ['maxMessageBytes', 'quotaBytes', 'minFreeBytes', 'retentionDays', 'memoryBufferBytes', 'memoryBudgetBytes'],
   log: ['level'],
 };
 
@@ -301,7 +303,11 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     minFreeBytes: int('limits.minFreeBytes', limF.minFreeBytes, 512 * MiB, 0),
     retentionDays: int('limits.retentionDays', limF.retentionDays, 30, 1, 3650),
     memoryBufferBytes: int('limits.memoryBufferBytes', limF.memoryBufferBytes, 1 * MiB, 0, 64 * MiB),
+    memoryBudgetBytes: int('limits.memoryBudgetBytes', limF.memoryBudgetBytes, 64 * MiB, 8 * MiB),
   };
+  if (limits.memoryBudgetBytes < 2 * limits.memoryBufferBytes) {
+    problems.push(`The setting "limits.memoryBudgetBytes" must be at least twice "limits.memoryBufferBytes" (${2 * limits.memoryBufferBytes} bytes), or one transaction could hold more than the budget.`);
+  }
 
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
   const levelRaw = env.KZYMY_LOG_LEVEL || str('log.level', logF.level, 'info');

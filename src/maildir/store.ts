@@ -19,6 +19,16 @@ const SUBDIRS = ['tmp', 'new', 'cur'] as const;
 const MESSAGE_DIRS = ['new', 'cur'] as const;
 type MessageDir = (typeof MESSAGE_DIRS)[number];
 
+/** Hooks into one delivery (the SMTP layer counts space with them). */
+export interface DeliverOptions {
+  /** Called with the size of each chunk before it is written; a throw stops the delivery, no file remains. */
+  beforeWrite?(bytes: number): void | Promise<void>;
+  /** Called with the final size after the fsync, before the rename into new/; a throw keeps the copy out of new/. */
+  beforeRename?(size: number): void | Promise<void>;
+  /** Aborting stops the delivery before its next write or its rename; no file remains. */
+  signal?: AbortSignal;
+}
+
 export interface MaildirStoreOptions {
   /** How long a usage() scan is trusted before the folder is read again (default 30 s). */
   usageTtlMs?: number;
@@ -203,8 +213,10 @@ export class MaildirStore {
   }
 
   /** Writes tmp/, fsyncs, renames into new/, fsyncs new/. Resolves only when durable; on failure no file remains. */
-  async deliver(user: string, content: Uint8Array | Readable | AsyncIterable<Uint8Array>): Promise<MessageInfo> {
+  async deliver(user: string, content: Uint8Array | Readable | AsyncIterable<Uint8Array>, opts: DeliverOptions = {}): Promise<MessageInfo> {
     const dir = this.userDir(user);
+    const { signal, beforeWrite, beforeRename } = opts;
+    signal?.throwIfAborted();
     await this.prepareUser(user);
     const receivedAtMs = performance.timeOrigin + performance.now();
     const unique = uniqueName(receivedAtMs);
@@ -216,6 +228,8 @@ export class MaildirStore {
       await fh.chmod(FILE_MODE); // explicit: open()'s mode is cut by the umask
       let size: number;
       if (content instanceof Uint8Array) {
+        signal?.throwIfAborted();
+        await beforeWrite?.(content.byteLength);
         await fh.writeFile(content);
         size = content.byteLength;
       } else {
@@ -223,17 +237,24 @@ export class MaildirStore {
         // any error. The sink is a plain function rather than fh.createWriteStream():
         // a FileHandle stream closes the handle itself, and we must fsync before close.
         size = 0;
-        await pipeline(content, async (source: AsyncIterable<Uint8Array | string>) => {
+        const sink = async (source: AsyncIterable<Uint8Array | string>) => {
           for await (const chunk of source) {
             const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+            signal?.throwIfAborted();
+            if (this.removed.has(user)) throw this.gone(user); // deleted while this copy is written
+            await beforeWrite?.(bytes.byteLength);
             await writeAll(fh, bytes);
             size += bytes.byteLength;
           }
-        });
+        };
+        await (signal ? pipeline(content, sink, { signal }) : pipeline(content, sink));
       }
       await fh.sync();
       closed = true;
       await fh.close();
+      signal?.throwIfAborted();
+      await beforeRename?.(size);
+      signal?.throwIfAborted();
       const id = nameWithSize(unique, size);
       const target = path.join(dir, 'new', id);
       await rename(tmpPath, target);
@@ -311,6 +332,14 @@ export class MaildirStore {
       return;
     }
     throw notFound();
+  }
+
+  /**
+   * Bytes stored for `user` as this process knows them right now (kept current by deliver,
+   * remove and purge), or null when no scan is cached: then call usage() first.
+   */
+  cachedBytes(user: string): number | null {
+    return this.usageCache.get(user)?.bytes ?? null;
   }
 
   async usage(user: string): Promise<Usage> {

@@ -6,12 +6,15 @@ import { KeyCache, keyStatus, type KeyStatus } from '../pgp/index.js';
 import type { PublicKey } from 'openpgp';
 import type { MaildirStore } from '../maildir/index.js';
 import { reply } from './replies.js';
+import type { SpaceLedger } from './space.js';
 
 export interface PolicyDeps {
   config: Config;
   registry: Registry;
   maildir: MaildirStore;
   keys: KeyCache;
+  /** The process's space ledger: bytes in flight count at RCPT too. */
+  space?: SpaceLedger;
   now?: () => Date;
 }
 
@@ -68,15 +71,21 @@ export class RecipientPolicy {
     return status;
   }
 
+  /**
+   * The early answer: stored plus in-flight bytes plus the announced SIZE. The binding check is
+   * made while the copies are written (space.ts), on the bytes actually written.
+   */
   private async checkSpace(user: User, declaredSize: number): Promise<void> {
     const { limits } = this.deps.config;
     const usage = await this.deps.maildir.usage(user.username);
-    if (usage.bytes + declaredSize > limits.quotaBytes) throw reply.overQuota();
+    const inFlight = this.deps.space?.inFlight(user.username) ?? 0;
+    if (usage.bytes + inFlight + declaredSize > limits.quotaBytes) throw reply.overQuota();
     if ((await this.freeBytes()) - declaredSize < limits.minFreeBytes) throw reply.diskFull();
   }
 
-  /** Free bytes on the Maildir file system, re-read at most once a second. */
+  /** Free bytes on the Maildir file system (minus the bytes in flight, with a ledger); else re-read at most once a second. */
   async freeBytes(): Promise<number> {
+    if (this.deps.space) return this.deps.space.freeBytes();
     const t = Date.now();
     if (t - this.disk.at > DISK_TTL_MS) {
       const s = await statfs(this.deps.config.maildirRoot);

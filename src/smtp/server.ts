@@ -13,6 +13,8 @@ import type { DeadlineOptions } from './deadlines.js';
 import { RecipientPolicy } from './policy.js';
 import { deliverMessage, MessageTooBig, transactionId, type Recipient } from './intake.js';
 import { reply, SmtpReply } from './replies.js';
+import { MemoryBudget } from './memory.js';
+import { SpaceLedger } from './space.js';
 
 export interface SmtpDeps {
   config: Config;
@@ -45,7 +47,10 @@ async function loadTls(config: Config, logger: Logger): Promise<{ key: Buffer; c
 export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
   applySmtpServerPatches();
   const { config, registry, logger } = deps;
-  const policy = new RecipientPolicy(deps);
+  // Shared by every session of this process: bytes in flight on disk, bytes held in memory.
+  const space = new SpaceLedger(config, deps.maildir);
+  const memory = new MemoryBudget(config.limits.memoryBudgetBytes);
+  const policy = new RecipientPolicy({ ...deps, space });
   const txs = new WeakMap<object, Tx>();
   const tls = await loadTls(config, logger);
   let inFlight = 0;
@@ -123,7 +128,7 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
       inFlight++;
       const id = transactionId();
       deliverMessage(
-        deps,
+        { ...deps, space, memory },
         stream,
         {
           mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
@@ -145,6 +150,11 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
           if (err instanceof MessageTooBig || (stream as { sizeExceeded?: boolean }).sizeExceeded) {
             logger.info({ evt: 'refused', code: 552, enh: '5.3.4' });
             return callback(reply.tooBig(config.limits.maxMessageBytes));
+          }
+          if (err instanceof SmtpReply) {
+            // Over quota or under the disk floor while the copies were written: nothing was kept.
+            logger.info({ evt: 'refused', code: err.responseCode, enh: err.enhanced });
+            return callback(err);
           }
           if (isGone(err)) {
             logger.info({ evt: 'aborted', reason: 'client went away during DATA' });
