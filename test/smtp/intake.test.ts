@@ -219,12 +219,13 @@ describe('SMTP limits (real server)', function () {
   });
 
   it('answers 452 4.2.2 for a user over quota', async function () {
-    const srv = await startServer({ config: { limits: { quotaBytes: 4096 } } });
+    const srv = await startServer({ config: { limits: { quotaBytes: 20_000 } } });
     try {
       const user = await addUser(srv, await makeGpgKey('ed25519'));
       const first = await swaks({ port: srv.smtpPort, to: `q@${user}.${srv.domain}`, data: rawMessage(marker(), { bodyBytes: 5000 }) });
       expect(first.last).to.match(/^250 /);
-      const second = await swaks({ port: srv.smtpPort, to: `q@${user}.${srv.domain}`, body: 'x' });
+      // The second would pass the quota once encrypted: refused at the end of DATA, nothing kept.
+      const second = await swaks({ port: srv.smtpPort, to: `q@${user}.${srv.domain}`, data: rawMessage(marker(), { bodyBytes: 10_000 }) });
       expect(second.last).to.match(/^452 4\.2\.2 /);
     } finally {
       await srv.cleanup();
