@@ -257,7 +257,10 @@ async function main(): Promise<void> {
   const key = await makeGpgKey('ed25519');
   const keyFile = path.join(base, 'user.asc');
   await writeFile(keyFile, key.publicArmored);
-  const kzOpts = { base, domain: DOMAIN, greetingDelayMs: 0, logName: 'kzymy.log' };
+  // smtp-source connects from one address, up to 100 sessions at once. Postfix exempts
+  // $mynetworks (127.0.0.1 among them) from its per-client connection limit; kzymy's
+  // smtp.maxClientsPerAddress (20 by default) is raised to match.
+  const kzOpts = { base, domain: DOMAIN, greetingDelayMs: 0, logName: 'kzymy.log', smtp: { maxClientsPerAddress: 1000 } };
   const configFile = await writeKzymyConfig(kzOpts);
   await kzymyCli(configFile, 'init');
   const user = (await kzymyCli(configFile, 'users', 'add', '--key', keyFile)).trim().split('\n').pop()!.trim();

@@ -45,6 +45,8 @@ export interface KzymyOptions {
   logName: string;
   /** Overrides of the benchmark's limits (e.g. { maxMessageBytes: N }). */
   limits?: Record<string, number>;
+  /** Overrides of smtp settings (e.g. { maxClientsPerAddress: N }). */
+  smtp?: Record<string, number>;
 }
 
 export interface KzymyInstance {
@@ -67,7 +69,7 @@ export async function writeKzymyConfig(opts: KzymyOptions): Promise<string> {
     domain,
     dataDir: path.join(base, 'kzymy-data'),
     maildirRoot: path.join(base, 'kzymy-maildirs'),
-    smtp: { host: '127.0.0.1', port: 0, greetingDelayMs: opts.greetingDelayMs },
+    smtp: { host: '127.0.0.1', port: 0, greetingDelayMs: opts.greetingDelayMs, ...opts.smtp },
     web: { host: '127.0.0.1', port: 0 },
     tor: { manage: false, hostnameFile: path.join(base, 'no-tor', 'hostname') },
     // Raised so that quota and the disk floor never refuse a benchmark message.
