@@ -449,7 +449,7 @@ function renderReport(r: ReportInput): { table: string; doc: string } {
     `| ${BIG_MIB} MiB message | to the 250 reply | into the Maildir | server peak RSS |`,
     '|---|---:|---:|---:|',
     `| Postfix | ${fmt(r.pfBig.mibPerSec, 1)} MiB/s | ${fmt(r.pfBig.deliverMibPerSec!, 1)} MiB/s | - |`,
-    `| kzymy (encrypted, streamed), after the 10 KB runs | ${fmt(r.kzBig.mibPerSec, 1)} MiB/s | same (250 = stored) | **${fmt(r.kzBig.peakRssMB!)} MB** |`,
+    `| kzymy (encrypted, spooled), after the 10 KB runs | ${fmt(r.kzBig.mibPerSec, 1)} MiB/s | same (250 = stored) | **${fmt(r.kzBig.peakRssMB!)} MB** |`,
     `| kzymy, freshly started | ${fmt(r.kzBigFresh.mibPerSec, 1)} MiB/s | same | **${fmt(r.kzBigFresh.peakRssMB!)} MB** |`,
   ];
   const table = [...rows, '', ...bigRows].join('\n');
@@ -537,8 +537,9 @@ ${bigRows.join('\n')}
   connection is capped at sessions / 0.1 s (${fmt(PAUSE_MODES[0]!.sessions / 0.1)} msg/s at ${PAUSE_MODES[0]!.sessions} sessions),
   whatever the server does next — the rows "with the 100 ms greeting pause" show it.
 - **The ${BIG_MIB} MiB message** (a base64 attachment) goes over one connection from a small Node client;
-  MiB/s is measured from the first byte of DATA to the final reply. kzymy streams a message over
-  \`limits.memoryBufferBytes\` (1 MiB) through openpgp chunk by chunk. "Peak RSS" is \`VmHWM\` of the
+  MiB/s is measured from the first byte of DATA to the final reply. kzymy writes a message over
+  \`limits.memoryBufferBytes\` (1 MiB) as it arrives to a spool encrypted under a key held in
+  memory only, then encrypts the copy from it through openpgp chunk by chunk. "Peak RSS" is \`VmHWM\` of the
   kzymy node process, reset (\`/proc/PID/clear_refs\`) just before the message. It is measured twice:
   on the server that has just taken all the 10 KB runs (${fmt(r.kzBig.baseRssMB!)} MB resident before the
   message, ${fmt(r.throughputHwmMB)} MB peak during the 10 KB runs) and on a freshly started one

@@ -66,6 +66,8 @@ export interface LimitsConfig {
   memoryBufferBytes: number;
   /** Bytes all SMTP transactions together may hold in memory; past it a transaction waits before it reads its data. */
   memoryBudgetBytes: number;
+  /** How long a transaction waits for the memory budget before it is deferred (451 4.3.2). */
+  memoryWaitMs: number;
 }
 
 export interface Config {
@@ -137,7 +139,7 @@ const KNOWN: Record<string, string[] | null> = {
   ],
   web: ['host', 'port'],
   tor: ['manage', 'binary', 'hostnameFile', 'dataDir', 'extraConfig'],
-  limits: ['maxMessageBytes', 'quotaBytes', 'minFreeBytes', 'retentionDays', 'memoryBufferBytes', 'memoryBudgetBytes'],
+  limits: ['maxMessageBytes', 'quotaBytes', 'minFreeBytes', 'retentionDays', 'memoryBufferBytes', 'memoryBudgetBytes', 'memoryWaitMs'],
   log: ['level'],
 };
 
@@ -304,6 +306,9 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     retentionDays: int('limits.retentionDays', limF.retentionDays, 30, 1, 3650),
     memoryBufferBytes: int('limits.memoryBufferBytes', limF.memoryBufferBytes, 1 * MiB, 0, 64 * MiB),
     memoryBudgetBytes: int('limits.memoryBudgetBytes', limF.memoryBudgetBytes, 64 * MiB, 8 * MiB),
+    // Under the three minutes a sending MTA waits to write a data block (RFC 5321 4.5.3.2,
+    // Postfix's smtp_data_xfer_timeout 180 s), and under smtp-server's idle timeout.
+    memoryWaitMs: int('limits.memoryWaitMs', limF.memoryWaitMs, 60_000, 100, 170_000),
   };
   if (limits.memoryBudgetBytes < 2 * limits.memoryBufferBytes) {
     problems.push(`The setting "limits.memoryBudgetBytes" must be at least twice "limits.memoryBufferBytes" (${2 * limits.memoryBufferBytes} bytes), or one transaction could hold more than the budget.`);

@@ -27,6 +27,7 @@ import {
 import type { MaildirStore, MessageInfo } from '../maildir/index.js';
 import type { MemoryBudget } from './memory.js';
 import { ciphertextEstimate, type Reservation, type SpaceLedger } from './space.js';
+import { reply } from './replies.js';
 import { Spool } from './spool.js';
 
 /**
@@ -188,6 +189,9 @@ export async function deliverMessage(
   // and smtp-server (which resumes a still readable stream after our callback) reads the
   // rest of DATA to its end before it replies.
   const src = new PassThrough({ highWaterMark: 256 * 1024 });
+  // Destroyed with the abort's reason, perhaps before anything reads it: the reason is thrown
+  // by whoever reads (or by the code that aborted), never as an unhandled 'error' event.
+  src.on('error', () => undefined);
   const destroySrc = () => src.destroy(abort.signal.reason as Error);
   abort.signal.addEventListener('abort', destroySrc, { once: true });
   let lease: Awaited<ReturnType<MemoryBudget['acquire']>> | null = null;
@@ -195,7 +199,15 @@ export async function deliverMessage(
   try {
     const headLimit = config.limits.memoryBufferBytes;
     // Before the size is known, the lease covers either path; nothing is read until it is granted.
-    lease = await memory.acquire(Math.max(memoryPathBytes(headLimit + CHUNK_BYTES, n), streamPathBytes(headLimit + CHUNK_BYTES, n)), abort.signal);
+    // The wait is bounded: a sender whose data is not read blocks, and gives up after a few
+    // minutes; a temporary refusal in time makes it retry later instead.
+    const waited = AbortSignal.any([abort.signal, AbortSignal.timeout(config.limits.memoryWaitMs)]);
+    try {
+      lease = await memory.acquire(Math.max(memoryPathBytes(headLimit + CHUNK_BYTES, n), streamPathBytes(headLimit + CHUNK_BYTES, n)), waited);
+    } catch (err) {
+      if (!abort.signal.aborted && waited.aborted) throw reply.busy();
+      throw err;
+    }
     const parsed = await Promise.all(recipients.map((r) => keys.get(r.user.fingerprint, r.user.publicKey)));
     stream.pipe(src);
     const it = src[Symbol.asyncIterator]() as AsyncIterator<Uint8Array>;

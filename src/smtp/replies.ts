@@ -25,6 +25,7 @@ export const reply = {
   diskFull: () => new SmtpReply(452, '4.3.1', 'Insufficient system storage; try again later'),
   tooBig: (limit: number) => new SmtpReply(552, '5.3.4', `Message size exceeds the fixed maximum of ${limit} bytes`),
   storeFailed: () => new SmtpReply(451, '4.3.0', 'Local error in processing; the message was not stored, try again later'),
+  busy: () => new SmtpReply(451, '4.3.2', 'Too much mail is being encrypted right now; the message was not stored, try again later'),
   shuttingDown: () => new SmtpReply(421, '4.3.2', 'Service shutting down; try again later'),
   tooManyFromAddress: () => new SmtpReply(421, '4.7.0', 'Too many connections from your address; try again later'),
   commandTooSlow: () => new SmtpReply(421, '4.4.2', 'Command line not completed in time; closing connection'),

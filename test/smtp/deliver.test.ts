@@ -294,4 +294,26 @@ describe('deliverMessage in process: all or nothing, space ledger, memory budget
     expect(r.stored).to.equal(1);
     expectSettled(deps, ['wait']);
   });
+
+  it('a transaction that cannot get memory within limits.memoryWaitMs is deferred (451 4.3.2) and leaves nothing', async function () {
+    // A sending MTA blocked on writing its data gives up after a few minutes: the wait is
+    // bounded so that it gets a temporary refusal in time and retries later.
+    const store = new MaildirStore(config.maildirRoot);
+    const deps = setup(store, { memoryBudgetBytes: 8 * 1024 * 1024, memoryWaitMs: 300 });
+    const hog = await deps.memory.acquire(8 * 1024 * 1024);
+    try {
+      const err = await deliverMessage(deps, dataStream(rawMessage(marker(), { bodyBytes: 100_000 })), envelope, recipientsFor(['busy'])).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).to.be.instanceOf(SmtpReply);
+      expect((err as SmtpReply).responseCode).to.equal(451);
+      expect((err as SmtpReply).enhanced).to.equal('4.3.2');
+      expect(await leftovers(config.maildirRoot, ['busy'])).to.deep.equal([]);
+      expect(deps.memory.inUse, 'only the hog holds memory').to.equal(8 * 1024 * 1024);
+      for (const n of ['busy']) expect(deps.space.inFlight(n)).to.equal(0);
+    } finally {
+      hog.release();
+    }
+  });
 });
