@@ -201,12 +201,20 @@ export async function deliverMessage(
     // Before the size is known, the lease covers either path; nothing is read until it is granted.
     // The wait is bounded: a sender whose data is not read blocks, and gives up after a few
     // minutes; a temporary refusal in time makes it retry later instead.
-    const waited = AbortSignal.any([abort.signal, AbortSignal.timeout(config.limits.memoryWaitMs)]);
+    // A timer of our own, held here: Node 20 may collect an AbortSignal.timeout() that only
+    // AbortSignal.any() refers to, and then it never fires.
+    const wait = new AbortController();
+    const onAbort = () => wait.abort(abort.signal.reason);
+    abort.signal.addEventListener('abort', onAbort, { once: true });
+    const timer = setTimeout(() => wait.abort(reply.busy()), config.limits.memoryWaitMs);
     try {
-      lease = await memory.acquire(Math.max(memoryPathBytes(headLimit + CHUNK_BYTES, n), streamPathBytes(headLimit + CHUNK_BYTES, n)), waited);
+      lease = await memory.acquire(Math.max(memoryPathBytes(headLimit + CHUNK_BYTES, n), streamPathBytes(headLimit + CHUNK_BYTES, n)), wait.signal);
     } catch (err) {
-      if (!abort.signal.aborted && waited.aborted) throw reply.busy();
+      if (!abort.signal.aborted && wait.signal.aborted) throw reply.busy();
       throw err;
+    } finally {
+      clearTimeout(timer);
+      abort.signal.removeEventListener('abort', onAbort);
     }
     const parsed = await Promise.all(recipients.map((r) => keys.get(r.user.fingerprint, r.user.publicKey)));
     stream.pipe(src);
