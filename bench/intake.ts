@@ -18,7 +18,7 @@ import { startPostfix, type PostfixInstance } from './lib/postfix.js';
 import { buildWarning, kzymyCli, ROOT, serverEntry, startKzymy, writeKzymyConfig, type KzymyInstance } from './lib/kzymy.js';
 import { sendMessage } from './lib/smtp.js';
 import { summariseProfile, type ProfileSummary } from './lib/profile.js';
-import { countFiles, fmt, loadAverage, median, now, procComm, procStatusKb, run, runOk, sleep, waitUntil } from './lib/util.js';
+import { cleanupAll, cleanUpOnSignals, cleanups, countFiles, fmt, loadAverage, median, now, procComm, procStatusKb, run, runOk, sleep, waitUntil } from './lib/util.js';
 
 const { values: opt } = parseArgs({
   options: {
@@ -78,28 +78,7 @@ const PAUSE_MODES = MODES.filter((m) => !m.perConnection);
 
 // --- cleanup, whatever happens -------------------------------------------------------------
 
-const cleanups: Array<() => Promise<void>> = [];
-let cleaning: Promise<void> | null = null;
-function cleanupAll(): Promise<void> {
-  if (!cleaning) {
-    cleaning = (async () => {
-      for (const c of cleanups.splice(0).reverse()) {
-        try {
-          await c();
-        } catch (err) {
-          console.error(`cleanup: ${(err as Error).message}`);
-        }
-      }
-    })();
-  }
-  return cleaning;
-}
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    console.error(`\n${sig}: stopping servers and removing temporary files...`);
-    void cleanupAll().finally(() => process.exit(130));
-  });
-}
+cleanUpOnSignals('stopping servers and removing temporary files');
 
 function log(line: string): void {
   console.log(line);

@@ -21,7 +21,7 @@ import { gpgDecryptPgpMime } from '../test/helpers/gpg.js';
 import { buildWarning, kzymyCli, ROOT, serverEntry, startKzymy, writeKzymyConfig, type KzymyInstance } from './lib/kzymy.js';
 import { sendTransaction, type TransactionResult } from './lib/smtp.js';
 import { makeUsers } from './lib/users.js';
-import { countFiles, fmt, loadAverage, now, procComm, procStatusKb, run } from './lib/util.js';
+import { cleanupAll, cleanUpOnSignals, cleanups, countFiles, fmt, loadAverage, now, procComm, procStatusKb, run } from './lib/util.js';
 
 const defaults = loadConfig({ env: { PATH: '' } });
 
@@ -78,26 +78,7 @@ const SECTION = '## Memory: the worst case the default limits allow';
 if (CONNECTIONS > defaults.smtp.maxClients) throw new Error(`--connections is over smtp.maxClients (${defaults.smtp.maxClients}): the rest would get 421`);
 if (RECIPIENTS > defaults.smtp.maxRecipients) throw new Error(`--recipients is over smtp.maxRecipients (${defaults.smtp.maxRecipients})`);
 
-const cleanups: Array<() => Promise<void> | void> = [];
-let cleaning: Promise<void> | null = null;
-function cleanupAll(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const c of cleanups.splice(0).reverse()) {
-      try {
-        await c();
-      } catch (err) {
-        console.error(`cleanup: ${(err as Error).message}`);
-      }
-    }
-  })();
-  return cleaning;
-}
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    console.error(`\n${sig}: stopping the server and removing temporary files...`);
-    void cleanupAll().finally(() => process.exit(130));
-  });
-}
+cleanUpOnSignals('stopping the server and removing temporary files');
 
 const log = (line: string) => console.log(line);
 const MB = (bytes: number) => bytes / 1e6;

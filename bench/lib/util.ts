@@ -119,3 +119,29 @@ export function fmt(n: number, digits = 0): string {
   if (!Number.isFinite(n)) return '-';
   return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
+
+/** What a benchmark must undo (servers, folders), run last-in first-out, once. */
+export const cleanups: Array<() => Promise<void> | void> = [];
+let cleaning: Promise<void> | null = null;
+export function cleanupAll(): Promise<void> {
+  cleaning ??= (async () => {
+    for (const c of cleanups.splice(0).reverse()) {
+      try {
+        await c();
+      } catch (err) {
+        console.error(`cleanup: ${(err as Error).message}`);
+      }
+    }
+  })();
+  return cleaning;
+}
+
+/** On Ctrl-C or SIGTERM: say `what` is being stopped, clean up, exit 130. */
+export function cleanUpOnSignals(what: string): void {
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      console.error(`\n${sig}: ${what}...`);
+      void cleanupAll().finally(() => process.exit(130));
+    });
+  }
+}

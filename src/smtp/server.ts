@@ -51,6 +51,7 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
   const space = new SpaceLedger(config, deps.maildir);
   const memory = new MemoryBudget(config.limits.memoryBudgetBytes);
   const policy = new RecipientPolicy({ ...deps, space });
+  const intake = { ...deps, space, memory };
   const txs = new WeakMap<object, Tx>();
   const tls = await loadTls(config, logger);
   let inFlight = 0;
@@ -128,7 +129,7 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
       inFlight++;
       const id = transactionId();
       deliverMessage(
-        { ...deps, space, memory },
+        intake,
         stream,
         {
           mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
