@@ -20,7 +20,7 @@ export async function init(config: Config, out: Out): Promise<void> {
     out(`folder       ${dir}`);
   }
   const { registry } = await openStores(config);
-  out(`registry     ${registry.file} (${registry.list().length} users)`);
+  out(`registry     ${registry.location} (${registry.count()} users)`);
   const exists = await access(config.smtp.tlsCertFile).then(
     () => true,
     () => false,

@@ -1,10 +1,9 @@
 // `kzymy-server start`: the composition root. One process, two front doors (SMTP, web),
 // one registry, one Maildir store, and where configured a tor child it manages.
-import { mkdir, watch } from 'node:fs/promises';
-import path from 'node:path';
+import { mkdir } from 'node:fs/promises';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../config/log.js';
-import { Registry } from '../registry/index.js';
+import { openRegistry, RegistryError, type Registry } from '../registry/index.js';
 import { KeyCache } from '../pgp/index.js';
 import { MaildirStore } from '../maildir/index.js';
 import { startSmtp, errorName } from '../smtp/server.js';
@@ -15,11 +14,35 @@ const HOUR = 3600_000;
 /** How often the hostname file of a system tor is read again. */
 const ONION_POLL_MS = 5_000;
 
-export async function openStores(config: Config): Promise<{ registry: Registry; maildir: MaildirStore }> {
+/**
+ * Opens the registry and the Maildir store. The server follows other processes' registry
+ * changes and compacts the journal; a CLI command reads once and writes its change.
+ */
+export async function openStores(
+  config: Config,
+  opts: { server?: boolean; logger?: Logger } = {},
+): Promise<{ registry: Registry; maildir: MaildirStore }> {
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   await mkdir(config.maildirRoot, { recursive: true, mode: 0o700 });
-  const registry = await Registry.open(config.dataDir);
   const maildir = new MaildirStore(config.maildirRoot);
+  const registry = await openRegistry({
+    dataDir: config.dataDir,
+    logger: opts.logger,
+    follow: opts.server,
+    compact: opts.server,
+    // No registry, but Maildirs of users: starting empty would bounce their mail for good.
+    beforeCreate: async () => {
+      const users = (await maildir.listUsers()).length;
+      if (users > 0) {
+        throw new RegistryError(
+          'missing',
+          `There is no registry in ${config.dataDir}, but ${config.maildirRoot} holds the Maildirs of ${users} user${users === 1 ? '' : 's'}. ` +
+            'Starting with an empty registry would bounce their mail for good. Restore the registry folder (or registry.json) from your backup into ' +
+            `${config.dataDir}, or point dataDir at the folder that holds it, then start again.`,
+        );
+      }
+    },
+  });
   return { registry, maildir };
 }
 
@@ -29,7 +52,7 @@ export async function purge(config: Config, maildir: MaildirStore, now = new Dat
 }
 
 export async function runServer(config: Config, logger: Logger): Promise<void> {
-  const { registry, maildir } = await openStores(config);
+  const { registry, maildir } = await openStores(config, { server: true, logger });
   const keys = new KeyCache();
   const stale = await maildir.cleanTmp();
   if (stale) logger.info({ evt: 'tmp-cleaned', files: stale }, 'removed unfinished files left in tmp/ by an earlier run');
@@ -65,17 +88,6 @@ export async function runServer(config: Config, logger: Logger): Promise<void> {
       }, ONION_POLL_MS);
   onionWatch?.unref();
 
-  // Operator commands (`users disable` ...) run in another process: pick their changes up.
-  const watcher = new AbortController();
-  void (async () => {
-    try {
-      // Our own writes change the folder too; refreshIfChanged skips those (same stamp).
-      for await (const _ of watch(path.dirname(registry.file), { signal: watcher.signal })) await registry.refreshIfChanged();
-    } catch (err) {
-      if ((err as Error).name !== 'AbortError') logger.warn({ evt: 'registry-watch', err: errorName(err) });
-    }
-  })();
-
   const retention = setInterval(() => {
     purge(config, maildir).then(
       (r) => r.count && logger.info({ evt: 'purged', count: r.count, bytes: r.bytes }),
@@ -103,9 +115,9 @@ export async function runServer(config: Config, logger: Logger): Promise<void> {
     clearInterval(retention);
     if (onionWatch) clearInterval(onionWatch);
     clearInterval(notices);
-    watcher.abort();
     await smtp.close();
     await web.close();
+    await registry.close();
     await tor?.stop();
     logger.info({ evt: 'stopped' });
     process.exit(0);

@@ -16,7 +16,7 @@ import { setMaxListeners } from 'node:events';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../config/log.js';
-import type { User } from '../registry/index.js';
+import type { Registry, User } from '../registry/index.js';
 import {
   deliveryHeaders,
   encryptBufferToPgpMime,
@@ -82,6 +82,8 @@ export interface IntakeDeps {
   config: Config;
   maildir: MaildirStore;
   keys: KeyCache;
+  /** Where the recipients' public keys are read on a KeyCache miss. */
+  registry: Pick<Registry, 'publicKey'>;
   logger: Logger;
   /** Process-wide: bytes in flight against quota and disk floor. */
   space: SpaceLedger;
@@ -156,7 +158,7 @@ export async function deliverMessage(
   envelope: Envelope,
   recipients: Recipient[],
 ): Promise<{ bytes: number; mode: 'memory' | 'stream'; stored: number }> {
-  const { config, maildir, keys, space, memory } = deps;
+  const { config, maildir, keys, registry, space, memory } = deps;
   const date = new Date();
   const info = (r: Recipient): DeliveryInfo => ({
     mailFrom: envelope.mailFrom,
@@ -216,7 +218,7 @@ export async function deliverMessage(
       clearTimeout(timer);
       abort.signal.removeEventListener('abort', onAbort);
     }
-    const parsed = await Promise.all(recipients.map((r) => keys.get(r.user.fingerprint, r.user.publicKey)));
+    const parsed = await Promise.all(recipients.map((r) => keys.get(r.user.fingerprint, r.user.keyId, () => registry.publicKey(r.user))));
     stream.pipe(src);
     const it = src[Symbol.asyncIterator]() as AsyncIterator<Uint8Array>;
     const { head, size, ended } = await readHead(it, headLimit);

@@ -1,7 +1,7 @@
 // Recipient policy at RCPT time: who may receive mail, and why not.
 import { statfs } from 'node:fs/promises';
 import type { Config } from '../config/index.js';
-import { Registry, type User } from '../registry/index.js';
+import { allows, type Registry, type User } from '../registry/index.js';
 import { KeyCache, keyStatus, type KeyStatus } from '../pgp/index.js';
 import type { PublicKey } from 'openpgp';
 import type { MaildirStore } from '../maildir/index.js';
@@ -50,8 +50,8 @@ export class RecipientPolicy {
       if (label.includes('.')) throw reply.noSuchUser();
       user = registry.get(label);
       // A user added a moment ago by another process (the operator's CLI): look again.
-      if (!user && (await registry.refreshIfChanged())) user = registry.get(label);
-      if (!user || user.disabled || !Registry.allows(user, local)) throw reply.noSuchUser();
+      if (!user && (await registry.refresh())) user = registry.get(label);
+      if (!user || user.disabled || !allows(user, local)) throw reply.noSuchUser();
     } else {
       throw reply.relayDenied();
     }
@@ -63,7 +63,7 @@ export class RecipientPolicy {
 
   private async keyStatusOf(user: User): Promise<KeyStatus> {
     const now = (this.deps.now ?? (() => new Date()))();
-    const key = await this.deps.keys.get(user.fingerprint, user.publicKey);
+    const key = await this.deps.keys.get(user.fingerprint, user.keyId, () => this.deps.registry.publicKey(user));
     const hit = this.keyStatusCache.get(key);
     if (hit && now.getTime() - hit.at < KEY_STATUS_TTL_MS) return hit.status;
     const status = await keyStatus(key, now);

@@ -23,7 +23,7 @@ function str(body: Record<string, unknown>, name: string, what: string): string 
 }
 
 function policy(u: User): { catchAll: boolean; aliases: string[]; blocked: string[] } {
-  return { catchAll: u.catchAll, aliases: u.aliases, blocked: u.blocked };
+  return { catchAll: u.catchAll, aliases: [...u.aliases], blocked: [...u.blocked] };
 }
 
 function messageId(ctx: Context): string {

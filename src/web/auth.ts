@@ -56,7 +56,7 @@ function loginServerName(web: Web, host: string): string {
 
 async function registeredKey(web: Web, user: User): Promise<PublicKey> {
   try {
-    return await web.deps.keys.get(user.fingerprint, user.publicKey);
+    return await web.deps.keys.get(user.fingerprint, user.keyId, () => web.deps.registry.publicKey(user));
   } catch {
     throw new WebError(503, 'key-unreadable', 'The key stored for this account cannot be read; the operator has to look at it.');
   }
@@ -65,7 +65,7 @@ async function registeredKey(web: Web, user: User): Promise<PublicKey> {
 /** Whether the registered key can make a signature that verifies now (cached for a minute). */
 async function canSign(web: Web, user: User, key: PublicKey, now: number): Promise<boolean> {
   const hit = web.signable.get(user.fingerprint);
-  if (hit && hit.publicKey === user.publicKey && now - hit.checkedAt < 60_000) return hit.canSign;
+  if (hit && hit.keyId === user.keyId && now - hit.checkedAt < 60_000) return hit.canSign;
   let ok: boolean;
   try {
     await key.getSigningKey(undefined, new Date(now), undefined, PGP_CONFIG);
@@ -74,7 +74,7 @@ async function canSign(web: Web, user: User, key: PublicKey, now: number): Promi
     ok = false;
   }
   if (web.signable.size >= 10_000) web.signable.clear();
-  web.signable.set(user.fingerprint, { publicKey: user.publicKey, canSign: ok, checkedAt: now });
+  web.signable.set(user.fingerprint, { keyId: user.keyId, canSign: ok, checkedAt: now });
   return ok;
 }
 

@@ -16,6 +16,8 @@ export interface PendingSignup {
   challenge: string;
   expiresAt: number;
   attemptsLeft: number;
+  /** Set while its account is being written: a second confirm waits for the outcome instead. */
+  confirming?: boolean;
 }
 
 /** A login decryption challenge (for a key that cannot sign now), shared by every asker. */
@@ -51,7 +53,7 @@ export interface Web {
   /** Fallback encryptions under way, by the same key (so parallel askers share one). */
   fallbacksInFlight: Map<string, Promise<FallbackChallenge>>;
   /** Whether a registered key can make a signature now, by fingerprint, re-checked each minute. */
-  signable: Map<string, { publicKey: string; canSign: boolean; checkedAt: number }>;
+  signable: Map<string, { keyId: string; canSign: boolean; checkedAt: number }>;
   /** By hash of the bearer token. */
   sessions: ExpiringMap<Session>;
   rotations: ExpiringMap<PendingRotation>;

@@ -1,5 +1,6 @@
 // Errors as answers: a human HTML page, or {"error":{"code","message"}} under /api.
 // Never a stack trace, to the client or to the log.
+import { RegistryError } from '../registry/index.js';
 import type { Context, Next } from 'koa';
 import type { Logger } from '../config/log.js';
 import { errorPage } from './templates.js';
@@ -71,6 +72,13 @@ export function errorHandler(logger: Logger) {
       if (err instanceof WebError) {
         for (const [k, v] of Object.entries(err.headers)) ctx.set(k, v);
         renderError(ctx, err.status, err.code, err.message);
+        return;
+      }
+      if (err instanceof RegistryError && err.code === 'write-failed') {
+        // The sentence for the operator names server paths: the visitor gets her own.
+        logger.error({ evt: 'registry-write-failed', err: { name: err.name, code: (err.cause as { code?: string } | undefined)?.code } }, 'request failed');
+        ctx.set('Retry-After', '300');
+        renderError(ctx, 503, 'not-saved', 'Your change could not be saved right now (the server is short of disk space or has a disk problem). Nothing was changed: try again in a few minutes.');
         return;
       }
       const e = err as { status?: unknown; expose?: unknown; name?: unknown; code?: unknown };

@@ -40,7 +40,7 @@ export function buildMail(domain: string, mail: TextMail): Buffer {
 /** Encrypts `plaintext` to the user's key and delivers it to her Maildir. */
 export async function deliverEncrypted(web: Web, user: User, plaintext: Buffer, date: Date): Promise<void> {
   const { keys, maildir, config } = web.deps;
-  const key = await keys.get(user.fingerprint, user.publicKey);
+  const key = await keys.get(user.fingerprint, user.keyId, () => web.deps.registry.publicKey(user));
   const file = await encryptBufferToPgpMime(plaintext, { key, domain: config.domain, date });
   plaintext.fill(0);
   await maildir.deliver(user.username, file);

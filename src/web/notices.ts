@@ -47,11 +47,8 @@ async function noticesFor(web: Web, user: User, now: Date): Promise<number> {
   if (user.notices.includes(tags[0]!)) return 0;
   await deliverEncrypted(web, user, noticeMail(web, user, expires, now), now);
   const keyAtSend = user.keyExpiresAt;
-  await web.deps.registry.update(user.username, (u) => {
-    // Only if the key did not change meanwhile (setKey clears the notices).
-    if (u.keyExpiresAt !== keyAtSend) return;
-    for (const t of tags) if (!u.notices.includes(t)) u.notices.push(t);
-  });
+  // Kept only if the key did not change meanwhile (setKey clears the notices).
+  await web.deps.registry.addNotices(user.username, tags, keyAtSend);
   return 1;
 }
 

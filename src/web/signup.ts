@@ -121,17 +121,32 @@ export async function confirmSignup(
     const n = pending.attemptsLeft;
     throw new WebError(400, 'wrong-code', `That code is not right. ${n} attempt${n === 1 ? ' is' : 's are'} left.`);
   }
-  web.signups.delete(pending.id);
   const { registry, maildir, logger } = web.deps;
   // Only now, to whoever proved to hold the key: is it taken?
-  if (registry.findByFingerprint(pending.key.fingerprint)) throw new WebError(409, 'key-registered', REGISTERED);
+  if (registry.findByFingerprint(pending.key.fingerprint)) {
+    web.signups.delete(pending.id);
+    throw new WebError(409, 'key-registered', REGISTERED);
+  }
+  if (pending.confirming) throw new WebError(409, 'signup-in-progress', 'This signup is being completed right now. Wait a moment and look again.');
   let user: User;
+  pending.confirming = true;
   try {
     user = await registry.add(keyRecord(pending.key));
   } catch (err) {
-    if (err instanceof RegistryError && err.code === 'duplicate-key') throw new WebError(409, 'key-registered', REGISTERED);
+    if (err instanceof RegistryError && err.code === 'duplicate-key') {
+      web.signups.delete(pending.id);
+      throw new WebError(409, 'key-registered', REGISTERED);
+    }
+    // Not saved (a full disk, say): the signup stays open, and the same code works on a retry.
+    if (err instanceof RegistryError && err.code === 'write-failed') {
+      logger.error({ evt: 'signup-save-failed', err: { name: err.name, code: (err.cause as NodeJS.ErrnoException | undefined)?.code } }, 'signup');
+      throw new WebError(503, 'not-saved', 'Your account could not be saved right now (the server is short of disk space or has a disk problem). Nothing was lost: send the same code again in a few minutes.', { 'Retry-After': '300' });
+    }
     throw err;
+  } finally {
+    pending.confirming = false;
   }
+  web.signups.delete(pending.id);
   try {
     await maildir.ensureUser(user.username);
     await deliverEncrypted(web, user, welcomeMail(web, user, server.url, server.noTor, web.date()), web.date());

@@ -441,20 +441,20 @@ describe('pgp: KeyCache', function () {
     requireGpg(this);
   });
 
-  it('parses once per fingerprint and armored text', async function () {
+  it('parses once per fingerprint and key version', async function () {
     const k = await makeGpgKey('ed25519');
     const stored = (await checkPublicKey(k.publicArmored)).publicKey;
     const cache = new KeyCache();
-    const a = await cache.get(k.fingerprint, stored);
-    const b = await cache.get(k.fingerprint.toLowerCase(), stored);
+    const a = await cache.get(k.fingerprint, 'v1', () => stored);
+    const b = await cache.get(k.fingerprint.toLowerCase(), 'v1', () => stored);
     expect(a).to.equal(b);
     expect(a.getFingerprint().toUpperCase()).to.equal(k.fingerprint);
-    // A refreshed key (new text) is parsed again.
-    const c = await cache.get(k.fingerprint, k.publicArmored);
+    // A refreshed key (a new version) is parsed again.
+    const c = await cache.get(k.fingerprint, 'v2', () => k.publicArmored);
     expect(c).not.to.equal(a);
     cache.delete(k.fingerprint);
     expect(cache.size).to.equal(0);
-    expect(await cache.get(k.fingerprint, stored)).not.to.equal(a);
+    expect(await cache.get(k.fingerprint, 'v1', () => stored)).not.to.equal(a);
   });
 
   it('refuses a key that does not match its fingerprint, and does not keep the failure', async function () {
@@ -462,7 +462,7 @@ describe('pgp: KeyCache', function () {
     const other = await makeGpgKey('nistp256');
     const cache = new KeyCache();
     let failed = false;
-    await cache.get(k.fingerprint, other.publicArmored).catch(() => (failed = true));
+    await cache.get(k.fingerprint, 'v1', () => other.publicArmored).catch(() => (failed = true));
     expect(failed).to.equal(true);
     expect(cache.size).to.equal(0);
   });
@@ -471,8 +471,8 @@ describe('pgp: KeyCache', function () {
     const cache = new KeyCache(1);
     const a = await makeGpgKey('ed25519');
     const b = await makeGpgKey('nistp256');
-    await cache.get(a.fingerprint, a.publicArmored);
-    await cache.get(b.fingerprint, b.publicArmored);
+    await cache.get(a.fingerprint, 'a', () => a.publicArmored);
+    await cache.get(b.fingerprint, 'b', () => b.publicArmored);
     expect(cache.size).to.equal(1);
   });
 });

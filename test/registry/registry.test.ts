@@ -1,9 +1,20 @@
 import { expect } from 'chai';
-import { readFile, stat } from 'node:fs/promises';
-import { Registry, RegistryError, randomUsername, normalizeLocalPart } from '../../src/registry/index.js';
+import { readFile, readdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { openRegistry, RegistryError, allows, randomUsername, normalizeLocalPart } from '../../src/registry/index.js';
 import { tempDir } from '../helpers/env.js';
 
-const key = (fp: string) => ({ fingerprint: fp, publicKey: `-----BEGIN PGP PUBLIC KEY BLOCK-----\n${fp}\n`, keyExpiresAt: null });
+export const key = (fp: string) => ({ fingerprint: fp, publicKey: `-----BEGIN PGP PUBLIC KEY BLOCK-----\n${fp}\n`, keyExpiresAt: null });
+
+async function refusal(p: Promise<unknown>): Promise<RegistryError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).to.be.instanceOf(RegistryError);
+    return e as RegistryError;
+  }
+  throw new Error('expected a RegistryError');
+}
 
 describe('registry', () => {
   let dir: string;
@@ -21,75 +32,103 @@ describe('registry', () => {
     expect(seen.size).to.equal(2000);
   });
 
-  it('adds users durably (0600 file), one key one account, and survives a reopen', async () => {
-    const r = await Registry.open(dir);
+  it('adds users durably (0600 files), one key one account, and survives a reopen', async () => {
+    const r = await openRegistry({ dataDir: dir });
     const u = await r.add(key('AAAA'));
     expect(u.catchAll).to.equal(true);
-    let err: unknown;
-    try {
-      await r.add(key('aaaa'));
-    } catch (e) {
-      err = e;
-    }
-    expect(err).to.be.instanceOf(RegistryError).with.property('code', 'duplicate-key');
+    expect((await refusal(r.add(key('aaaa')))).code).to.equal('duplicate-key');
     expect(r.list()).to.have.length(1, 'the failed add changed nothing');
-    expect((await stat(r.file)).mode & 0o777).to.equal(0o600);
-    const again = await Registry.open(dir);
+    const folder = path.join(dir, 'registry');
+    for (const f of ['snapshot.json', 'journal.1', `keys/${u.keyId}.asc`]) expect((await stat(path.join(folder, f))).mode & 0o777, f).to.equal(0o600);
+    expect((await stat(folder)).mode & 0o777).to.equal(0o700);
+    const again = await openRegistry({ dataDir: dir });
     expect(again.get(u.username)?.fingerprint).to.equal('AAAA');
     expect(again.findByFingerprint('aaaa')?.username).to.equal(u.username);
-    expect(await readFile(r.file, 'utf8')).not.to.match(/PRIVATE KEY/);
+    expect(await again.publicKey(u)).to.equal(key('AAAA').publicKey);
+    for (const f of await readdir(folder, { recursive: true })) {
+      const p = path.join(folder, String(f));
+      if ((await stat(p)).isFile()) expect(await readFile(p, 'utf8')).not.to.match(/PRIVATE KEY/);
+    }
+    await r.close();
+    await again.close();
+  });
+
+  it('hands out frozen records: a reader cannot change the registry through them', async () => {
+    const r = await openRegistry({ dataDir: dir });
+    const u = await r.add(key('FROZEN'));
+    const got = r.get(u.username)!;
+    expect(Object.isFrozen(got)).to.equal(true);
+    expect(Object.isFrozen(got.aliases)).to.equal(true);
+    expect(Reflect.set(got, 'disabled', true)).to.equal(false);
+    expect(() => (got.aliases as string[]).push('x')).to.throw(TypeError);
+    expect(r.get(u.username)!.disabled).to.equal(false);
+    // A change makes a new record; the old one a reader holds stays as it was.
+    await r.addAlias(u.username, 'shop');
+    expect(got.aliases).to.deep.equal([]);
+    expect(r.get(u.username)!.aliases).to.deep.equal(['shop']);
+    await r.close();
   });
 
   it('applies the address policy: catch-all with blocks, or aliases only', async () => {
-    const r = await Registry.open(dir);
+    const r = await openRegistry({ dataDir: dir });
     const u = await r.add(key('BBBB'));
-    expect(Registry.allows(r.get(u.username)!, 'Anything')).to.equal(true);
+    expect(allows(r.get(u.username)!, 'Anything')).to.equal(true);
     await r.blockAlias(u.username, 'Spam');
-    expect(Registry.allows(r.get(u.username)!, 'spam')).to.equal(false);
+    expect(allows(r.get(u.username)!, 'spam')).to.equal(false);
     await r.setCatchAll(u.username, false);
     await r.addAlias(u.username, 'shop');
     const now = r.get(u.username)!;
-    expect(Registry.allows(now, 'SHOP')).to.equal(true);
-    expect(Registry.allows(now, 'other')).to.equal(false);
+    expect(allows(now, 'SHOP')).to.equal(true);
+    expect(allows(now, 'other')).to.equal(false);
     expect(now.blocked).to.deep.equal(['spam']);
     await r.removeAlias(u.username, 'shop');
-    expect(Registry.allows(r.get(u.username)!, 'shop')).to.equal(false);
-    let err: unknown;
-    try {
-      await r.addAlias(u.username, 'a b@c');
-    } catch (e) {
-      err = e;
-    }
-    expect(err).to.be.instanceOf(RegistryError).with.property('code', 'bad-local-part');
+    expect(allows(r.get(u.username)!, 'shop')).to.equal(false);
+    expect((await refusal(r.addAlias(u.username, 'a b@c'))).code).to.equal('bad-local-part');
+    expect((await refusal(r.addAlias('nobody', 'x'))).code).to.equal('no-such-user');
     expect(normalizeLocalPart(' X.Y+z ')).to.equal('x.y+z');
+    await r.close();
   });
 
-  it('serialises concurrent writes and sees changes made by another process', async () => {
-    const r = await Registry.open(dir);
+  it('keeps concurrent changes of one process and sees changes made by another process', async () => {
+    const r = await openRegistry({ dataDir: dir });
     await Promise.all(Array.from({ length: 20 }, (_, i) => r.add(key(`F${i}`))));
-    expect(r.list()).to.have.length(20);
-    const other = await Registry.open(dir);
+    expect(r.count()).to.equal(20);
     const u = r.list()[0]!;
+    await Promise.all(Array.from({ length: 20 }, (_, i) => r.addAlias(u.username, `a${i}`)));
+    expect(r.get(u.username)!.aliases).to.have.length(20);
+    const other = await openRegistry({ dataDir: dir });
     await other.setDisabled(u.username, true);
-    expect(await r.refreshIfChanged()).to.equal(true);
+    expect(await r.refresh()).to.equal(true);
     expect(r.get(u.username)!.disabled).to.equal(true);
-    expect(await r.refreshIfChanged()).to.equal(false);
+    expect(await r.refresh()).to.equal(false);
+    await r.close();
+    await other.close();
+  });
+
+  it('records expiry notices only while the key expiry is the one they were sent for', async () => {
+    const r = await openRegistry({ dataDir: dir });
+    const u = await r.add({ ...key('N1'), keyExpiresAt: '2027-01-01T00:00:00.000Z' });
+    await r.addNotices(u.username, ['14d:2027-01-01T00:00:00.000Z'], '2027-01-01T00:00:00.000Z');
+    expect(r.get(u.username)!.notices).to.deep.equal(['14d:2027-01-01T00:00:00.000Z']);
+    await r.setKey(u.username, { ...key('N1'), keyExpiresAt: '2028-01-01T00:00:00.000Z' });
+    expect(r.get(u.username)!.notices).to.deep.equal([], 'a key update clears the notices');
+    await r.addNotices(u.username, ['3d:2027-01-01T00:00:00.000Z'], '2027-01-01T00:00:00.000Z');
+    expect(r.get(u.username)!.notices).to.deep.equal([], 'a notice for the old expiry is not recorded');
+    await r.close();
   });
 
   it('rotates a key and removes a user', async () => {
-    const r = await Registry.open(dir);
+    const r = await openRegistry({ dataDir: dir });
     const a = await r.add(key('C1'));
     const b = await r.add(key('C2'));
-    let err: unknown;
-    try {
-      await r.setKey(a.username, key('C2'));
-    } catch (e) {
-      err = e;
-    }
-    expect(err).to.be.instanceOf(RegistryError).with.property('code', 'duplicate-key');
-    await r.setKey(a.username, key('C3'));
+    expect((await refusal(r.setKey(a.username, key('C2')))).code).to.equal('duplicate-key');
+    const rotated = await r.setKey(a.username, key('C3'));
     expect(r.findByFingerprint('C1')).to.equal(undefined);
+    expect(await r.publicKey(rotated)).to.equal(key('C3').publicKey);
     await r.remove(b.username);
     expect(r.get(b.username)).to.equal(undefined);
+    expect(r.findByFingerprint('C2')).to.equal(undefined);
+    expect((await refusal(r.remove(b.username))).code).to.equal('no-such-user');
+    await r.close();
   });
 });

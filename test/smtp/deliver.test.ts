@@ -66,7 +66,7 @@ function user(username: string, key: TestKey): User {
   return {
     username,
     fingerprint: key.fingerprint,
-    publicKey: key.publicArmored,
+    keyId: `test-${key.fingerprint}`,
     keyExpiresAt: null,
     createdAt: new Date().toISOString(),
     disabled: false,
@@ -132,6 +132,7 @@ describe('deliverMessage in process: all or nothing, space ledger, memory budget
       config: cfg,
       maildir: store,
       keys: new KeyCache(),
+      registry: { publicKey: async () => key.publicArmored },
       logger: silentLogger,
       space: new SpaceLedger(cfg, store),
       memory: new MemoryBudget(cfg.limits.memoryBudgetBytes),

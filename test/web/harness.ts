@@ -8,7 +8,7 @@ import { HtmlValidate } from 'html-validate';
 import { expect } from 'chai';
 import { loadConfig, type Config } from '../../src/config/index.js';
 import { createLogger } from '../../src/config/log.js';
-import { Registry } from '../../src/registry/index.js';
+import { openRegistry, type Registry } from '../../src/registry/index.js';
 import { MaildirStore } from '../../src/maildir/index.js';
 import { KeyCache } from '../../src/pgp/index.js';
 import { startWeb, type WebDeps, type WebLimits } from '../../src/web/index.js';
@@ -52,7 +52,7 @@ export async function startTestServer(
     },
   });
   const logger = createLogger('info', sink);
-  const registry = await Registry.open(config.dataDir);
+  const registry = await openRegistry({ dataDir: config.dataDir });
   const maildir = new MaildirStore(config.maildirRoot);
   const clock = { offsetMs: 0 };
   const deps: WebDeps = {

@@ -146,7 +146,7 @@ describe('web: signup pages', function () {
 
     const user = s.registry.get(username)!;
     expect(user.fingerprint).to.equal(key.fingerprint);
-    expect(user.publicKey).not.to.match(/PRIVATE/);
+    expect(await s.registry.publicKey(user)).not.to.match(/PRIVATE/);
     // The welcome message waits, encrypted; gpg reads it.
     const files = await readdir(path.join(s.config.maildirRoot, username, 'new'));
     expect(files).to.have.length(1);

@@ -5,7 +5,7 @@ import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/config/log.js';
 import { MaildirStore } from '../../src/maildir/index.js';
 import { KeyCache } from '../../src/pgp/index.js';
-import { Registry } from '../../src/registry/index.js';
+import { openRegistry } from '../../src/registry/index.js';
 import { startWeb, type WebDeps } from '../../src/web/index.js';
 import { html } from '../../src/web/html.js';
 import { TokenBucket } from '../../src/web/ratelimit.js';
@@ -28,7 +28,7 @@ describe('web: listener', function () {
     });
     deps = {
       config,
-      registry: await Registry.open(config.dataDir),
+      registry: await openRegistry({ dataDir: config.dataDir }),
       maildir: new MaildirStore(config.maildirRoot),
       keys: new KeyCache(),
       logger: createLogger('info', sink),
