@@ -140,13 +140,15 @@ export class LowdbRegistry implements Registry {
   private readonly waiters = new Map<string, Waiter>();
   /** This process's records that are written but not yet fsynced: readers stop before them. */
   private readonly unsynced = new Set<string>();
-  private readonly captures = new Map<string, User[]>();
+  private readonly captures = new Map<string, { gen: number; users: User[] }>();
   private running: Promise<boolean> | null = null;
   private again = false;
   private compacting: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
   private watcher: FSWatcher | null = null;
   private failing = false;
+  /** Handles of sealed journals: closed a little later (a writer may still fsync on one), or at close(). */
+  private readonly retired = new Set<FileHandle>();
   private closed = false;
 
   private constructor(
@@ -171,7 +173,12 @@ export class LowdbRegistry implements Registry {
       }
     }
     const reg = new LowdbRegistry(dir, opts);
-    await reg.load(true);
+    try {
+      await reg.load(true);
+    } catch (err) {
+      await reg.close();
+      throw err;
+    }
     if (opts.follow) reg.follow();
     return reg;
   }
@@ -182,23 +189,49 @@ export class LowdbRegistry implements Registry {
     return path.join(this.dir, journalName(gen));
   }
 
-  /** (Re)builds the state from snapshot.json and the journals after it. */
+  /** Builds the state from snapshot.json and the journals after it. */
   private async load(strict: boolean): Promise<void> {
-    const snap = await this.readSnapshot();
+    await this.reset();
+    await this.drain(strict);
+  }
+
+  /**
+   * Takes the state of snapshot.json, to be followed by its journal. Called at open, and
+   * (under the append lock) by a reader that fell behind past a compaction.
+   */
+  private async reset(): Promise<void> {
+    let snap = await this.readSnapshot();
+    // Its journal went meanwhile (compactions while this process opened): read the newer one.
+    while (!(await exists(this.journalPath(snap.generation))) && (await this.snapshotGeneration()) !== snap.generation) snap = await this.readSnapshot();
     const state = new State();
     for (const raw of snap.users) {
       const u = asUser(raw);
       if (!u) throw damaged(this.snapshotFile.file, 'holds a user record that is not valid');
       state.put(u);
     }
-    await this.fh?.close().catch(() => undefined);
+    const old = this.fh;
     this.state = state;
     this.gen = snap.generation;
     this.fh = await this.openJournal(this.gen);
     this.offset = 0;
+    if (old) this.retire(old);
     // Writers waiting on records in journals this process no longer reads write again.
     for (const [id, w] of this.waiters) if (!this.unsynced.has(id)) w.resolve('sealed');
-    await this.drain(strict);
+  }
+
+  /** The generation of snapshot.json, from its first line alone (as written by SnapshotFile). */
+  private async snapshotGeneration(): Promise<number> {
+    const fh = await open(this.snapshotFile.file, 'r').catch(() => null);
+    if (!fh) return 0;
+    try {
+      const head = Buffer.alloc(128);
+      const { bytesRead } = await fh.read(head, 0, head.length, 0);
+      const m = /^\{\n"version": 2,\n"generation": (\d+),/.exec(head.toString('utf8', 0, bytesRead));
+      if (m) return Number(m[1]);
+    } finally {
+      await fh.close();
+    }
+    return (await new SnapshotFile(this.snapshotFile.file).read())?.generation ?? 0;
   }
 
   private async readSnapshot(): Promise<Snapshot> {
@@ -250,7 +283,7 @@ export class LowdbRegistry implements Registry {
         this.offset = c.end;
         const out = apply(this.state, rec);
         if (out.ok && out.user !== out.previous) changed = true;
-        if (rec.op === 'seal') this.captures.set(rec.id, [...this.state.byName.values()]);
+        if (rec.op === 'seal' && this.waiters.has(rec.id)) this.captures.set(rec.id, { gen: this.gen, users: [...this.state.byName.values()] });
         this.waiters.get(rec.id)?.resolve(out);
         if (rec.op === 'seal') {
           sealed = true;
@@ -258,44 +291,44 @@ export class LowdbRegistry implements Registry {
         }
       }
       if (!sealed) return changed;
-      await this.nextGeneration();
+      if (await this.nextGeneration()) changed = true;
     }
   }
 
-  /** After a seal: what follows it in this journal is void; continue in the next one. */
-  private async nextGeneration(): Promise<void> {
-    await this.appendLock.run(async () => {
+  /** A writer may still be fsyncing a (void) record on an old handle: close it later. */
+  private retire(fh: FileHandle): void {
+    this.retired.add(fh);
+    setTimeout(() => {
+      if (this.retired.delete(fh)) void fh.close().catch(() => undefined);
+    }, 10_000).unref();
+  }
+
+  /**
+   * After a seal: what follows it in this journal is void; continue in the next one.
+   * Returns true if the state was replaced (read again from a newer snapshot).
+   */
+  private async nextGeneration(): Promise<boolean> {
+    return this.appendLock.run(async () => {
       // Under the lock no append of this process is in flight: all of them are in the file.
       const rest = parse(await readFrom(this.fh!, this.offset), this.offset);
       for (const c of rest.chunks) {
         const rec = c.kind === 'record' ? asRecord(c.value) : null;
         if (rec) this.waiters.get(rec.id)?.resolve('sealed');
       }
-      const old = this.fh!;
-      // A writer may still be fsyncing a (void) record on the old handle: close it later.
-      setTimeout(() => void old.close().catch(() => undefined), 10_000).unref();
       const next = this.gen + 1;
-      if (!(await exists(this.journalPath(next)))) {
-        // Fallen behind past a compaction that removed the journal: start over from the snapshot.
-        const onDisk = await new SnapshotFile(this.snapshotFile.file).read();
-        if (onDisk && onDisk.generation > next) {
-          this.fh = null;
-          this.pendingReload = true;
-          return;
-        }
+      if (!(await exists(this.journalPath(next))) && (await this.snapshotGeneration()) > next) {
+        // Fallen behind past a compaction that removed that journal: start over from the snapshot.
+        this.opts.logger?.warn({ evt: 'registry-reload' }, 'fell behind the registry journal; reading the snapshot again');
+        await this.reset();
+        return true;
       }
+      this.retire(this.fh!);
       this.gen = next;
       this.fh = await this.openJournal(next);
       this.offset = 0;
+      return false;
     });
-    if (this.pendingReload) {
-      this.pendingReload = false;
-      this.opts.logger?.warn({ evt: 'registry-reload' }, 'fell behind the registry journal; reading the snapshot again');
-      await this.load(false);
-    }
   }
-
-  private pendingReload = false;
 
   /** Catches up with the journal; one run at a time, and a request during a run gets another. */
   refresh(): Promise<boolean> {
@@ -352,6 +385,8 @@ export class LowdbRegistry implements Registry {
     await this.appendLock.run(async () => {
       await this.fh?.close().catch(() => undefined);
       this.fh = null;
+      for (const fh of this.retired) await fh.close().catch(() => undefined);
+      this.retired.clear();
     });
   }
 
@@ -388,7 +423,9 @@ export class LowdbRegistry implements Registry {
   // --- writing -----------------------------------------------------------------------
 
   /** Appends `op`, waits until it is durable and applied, and returns its outcome. */
-  private async write(op: Op): Promise<Outcome & { id: string }> {
+  private async write(op: Op): Promise<Outcome & { id: string }>;
+  private async write(op: Op, once: true): Promise<(Outcome & { id: string }) | null>;
+  private async write(op: Op, once = false): Promise<(Outcome & { id: string }) | null> {
     if (this.closed) throw new Error('the registry is closed');
     for (;;) {
       const id = randomBytes(12).toString('base64url');
@@ -415,6 +452,7 @@ export class LowdbRegistry implements Registry {
       const out = await outcome;
       this.waiters.delete(id);
       if (out !== 'sealed') return { ...out, id };
+      if (once) return null;
     }
   }
 
@@ -436,8 +474,12 @@ export class LowdbRegistry implements Registry {
   }
 
   /** Removes a key file no account refers to any more (compaction removes what this misses). */
-  private async dropKey(keyId: string): Promise<void> {
-    if ([...this.state.byName.values()].some((u) => u.keyId === keyId)) return;
+  private async dropKey(old: User): Promise<void> {
+    // A key file is named by the armor, which names its fingerprint: only the account
+    // holding that fingerprint now (if any) can refer to it.
+    const holder = this.findByFingerprint(old.fingerprint);
+    if (holder && holder.keyId === old.keyId) return;
+    const keyId = old.keyId;
     const file = path.join(this.keysDir, `${keyId}.asc`);
     const s = await stat(file).catch(() => null);
     // Freshly stored: it may be another signup's in flight; compaction takes it later.
@@ -499,7 +541,7 @@ export class LowdbRegistry implements Registry {
     const keyId = await this.storeKey(key.publicKey);
     const out = await this.write({ op: 'key', user: name, fingerprint, keyId, keyExpiresAt: key.keyExpiresAt });
     if (!out.ok) throw errorFor(out.code, name);
-    if (out.previous && out.previous.keyId !== keyId) await this.dropKey(out.previous.keyId);
+    if (out.previous && out.previous.keyId !== keyId) await this.dropKey(out.previous);
     return out.user!;
   }
 
@@ -511,7 +553,7 @@ export class LowdbRegistry implements Registry {
     const name = username.toLowerCase();
     const out = await this.write({ op: 'remove', user: name });
     if (!out.ok) throw errorFor(out.code, name);
-    if (out.previous) await this.dropKey(out.previous.keyId);
+    if (out.previous) await this.dropKey(out.previous);
   }
 
   // --- compaction --------------------------------------------------------------------
@@ -533,14 +575,15 @@ export class LowdbRegistry implements Registry {
    * no reader within one generation needs. Nothing waits for it.
    */
   async compact(): Promise<void> {
-    const sealedGen = this.gen;
-    const out = await this.write({ op: 'seal' });
-    const users = this.captures.get(out.id);
-    this.captures.delete(out.id);
-    if (!users) return; // another process sealed this journal first and compacts it
-    const generation = sealedGen + 1;
-    const onDisk = await new SnapshotFile(this.snapshotFile.file).read().catch(() => null);
-    if (onDisk && onDisk.generation >= generation) return;
+    // Sealed once: if another process sealed this journal first, it compacts it.
+    const out = await this.write({ op: 'seal' }, true);
+    const cap = out && this.captures.get(out.id);
+    if (out) this.captures.delete(out.id);
+    if (!cap) return;
+    const { users } = cap;
+    // The state as of the end of journal cap.gen: the snapshot is the start of the next.
+    const generation = cap.gen + 1;
+    if ((await this.snapshotGeneration().catch(() => 0)) >= generation) return;
     this.snapshot.data = { version: 2, generation, users };
     await this.snapshot.write();
     for (const name of await readdir(this.dir)) {
@@ -629,6 +672,8 @@ async function migrate(legacy: string, dir: string, logger?: Logger): Promise<vo
     data = JSON.parse(await readFile(legacy, 'utf8'));
   } catch (err) {
     if (err instanceof SyntaxError) throw damaged(legacy, 'is not valid JSON');
+    // Another process converted it a moment ago: its folder is there now.
+    if (errno(err) === 'ENOENT') return;
     throw err;
   }
   const d = data as { version?: unknown; users?: unknown } | null;

@@ -169,8 +169,9 @@ describe('kzymy-server command line', function () {
     expect(r.stderr).not.to.match(/\n\s+at /);
   });
 
-  it('reads the registry file it wrote as the only writer', async function () {
-    const reg = JSON.parse(await readFile(path.join(dir, 'data', 'registry.json'), 'utf8')) as { users: unknown[] };
+  it('keeps the registry as a folder: a lowdb snapshot, a journal and key files', async function () {
+    const reg = JSON.parse(await readFile(path.join(dir, 'data', 'registry', 'snapshot.json'), 'utf8')) as { version: number; users: unknown[] };
+    expect(reg.version).to.equal(2);
     expect(reg.users).to.be.an('array');
   });
 });
