@@ -4,12 +4,12 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat, truncate } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import path from 'node:path';
 import { inCI, requireBinaries, tempDir } from '../helpers/env.js';
 import { startServer, type RunningServer } from '../helpers/server.js';
-import { makeFreshGpgKey, requireGpg } from '../helpers/gpg.js';
+import { makeFreshGpgKey, requireGpg, type TestKey } from '../helpers/gpg.js';
 import { swaks } from '../helpers/swaks.js';
 import { api, decryptCode, type TestServer } from './harness.js';
 
@@ -33,7 +33,7 @@ describe('web: signup while the registry disk is full', function () {
   let tmp: { dir: string; cleanup: () => Promise<void> } | null = null;
   let mnt = '';
   let mounted = false;
-  let srv: RunningServer | null = null;
+  const servers: RunningServer[] = [];
 
   before(async function () {
     requireGpg(this);
@@ -52,54 +52,81 @@ describe('web: signup while the registry disk is full', function () {
     }
   });
   after(async () => {
-    await srv?.cleanup();
+    for (const s of servers) await s.cleanup();
     if (mounted) await run('umount', [mnt]);
     await tmp?.cleanup();
   });
 
-  it('answers 503 with a sentence, keeps the signup, and the same code works once there is space', async function () {
-    const dataDir = path.join(mnt, 'data');
-    srv = await startServer({ config: { dataDir } });
-    const web = { base: `http://127.0.0.1:${srv.webPort!}`, port: srv.webPort! } as TestServer;
+  /** A server with its data dir on the small disk, and a signup of a fresh key up to the code. */
+  async function pendingSignup(name: string): Promise<{ srv: RunningServer; web: TestServer; dataDir: string; key: TestKey; confirm: Record<string, unknown> }> {
+    const dataDir = path.join(mnt, name);
+    const s = await startServer({ config: { dataDir } });
+    servers.push(s);
+    const web = { base: `http://127.0.0.1:${s.webPort!}`, port: s.webPort! } as TestServer;
     const key = await makeFreshGpgKey('ed25519');
-
     const started = await api(web, 'POST', '/api/v1/signup', { publicKey: key.publicArmored });
     expect(started.status, JSON.stringify(started.json)).to.equal(201);
     const code = await decryptCode(key, started.json.challenge as string);
-    const confirm = { signupId: started.json.signupId, code };
+    return { srv: s, web, dataDir, key, confirm: { signupId: started.json.signupId, code } };
+  }
 
-    const filler = path.join(mnt, 'filler');
-    fill(filler);
-    const full = await api(web, 'POST', '/api/v1/signup/confirm', confirm);
-    expect(full.status, JSON.stringify(full.json)).to.equal(503);
-    const error = full.json.error as { code: string; message: string };
+  /** The refusal a visitor sees: 503, a sentence without a path or a stack, Retry-After. */
+  function expectNotSaved(r: Awaited<ReturnType<typeof api>>): void {
+    expect(r.status, JSON.stringify(r.json)).to.equal(503);
+    const error = r.json.error as { code: string; message: string };
     expect(error.code).to.equal('not-saved');
     expect(error.message).to.match(/^[A-Z][^\n]*\.$/);
     expect(error.message, 'no server path').not.to.match(/\//);
     expect(error.message).not.to.match(/\bat\s|Error|ENOSPC/);
-    expect(full.res.headers.get('retry-after')).to.match(/^\d+$/);
-    // Nothing half-written was left in the registry.
-    const registryDir = path.join(dataDir, 'registry');
-    expect((await readdir(path.join(registryDir, 'keys'))).filter((f) => f.startsWith('.')), 'temporary key files').to.deep.equal([]);
-    expect(JSON.parse(await srv.cli('users', 'list', '--json'))).to.deep.equal([]);
+    expect(r.res.headers.get('retry-after')).to.match(/^\d+$/);
+  }
 
-    await rm(filler);
-    const done = await api(web, 'POST', '/api/v1/signup/confirm', confirm);
+  /** The second confirm with the same code: the account exists for the server, the operator and a login. */
+  async function expectAccount(p: Awaited<ReturnType<typeof pendingSignup>>): Promise<void> {
+    const done = await api(p.web, 'POST', '/api/v1/signup/confirm', p.confirm);
     expect(done.status, JSON.stringify(done.json)).to.equal(201);
     const username = done.json.username as string;
     expect(username).to.match(/^[a-z][a-z0-9]{11}$/);
-
-    // The account exists: for the server (RCPT), for the operator, and it can log in.
-    expect((await swaks({ port: srv.smtpPort, to: `x@${username}.${srv.domain}`, extra: ['--quit-after', 'RCPT'] })).last).to.match(/^250 /);
-    expect(await srv.cli('users', 'show', username)).to.include(key.fingerprint);
-    const ch = await api(web, 'POST', '/api/v1/auth/challenge', { username });
+    expect((await swaks({ port: p.srv.smtpPort, to: `x@${username}.${p.srv.domain}`, extra: ['--quit-after', 'RCPT'] })).last).to.match(/^250 /);
+    expect(await p.srv.cli('users', 'show', username)).to.include(p.key.fingerprint);
+    const ch = await api(p.web, 'POST', '/api/v1/auth/challenge', { username });
     expect(ch.status).to.equal(200);
-    expect(ch.json.fingerprint).to.equal(key.fingerprint);
+    expect(ch.json.fingerprint).to.equal(p.key.fingerprint);
     // The code is spent now.
-    const again = await api(web, 'POST', '/api/v1/signup/confirm', confirm);
-    expect(again.status).to.equal(404);
+    expect((await api(p.web, 'POST', '/api/v1/signup/confirm', p.confirm)).status).to.equal(404);
     // The server logged the failure without a path or a stack.
-    expect(srv.output()).to.match(/"evt":"signup-save-failed"/);
-    expect(srv.output()).not.to.match(/^\s+at /m);
+    expect(p.srv.output()).to.match(/"evt":"signup-save-failed"/);
+    expect(p.srv.output()).not.to.match(/^\s+at /m);
+  }
+
+  it('answers 503 when the key cannot be stored, keeps the signup, and the same code works once there is space', async function () {
+    const p = await pendingSignup('data1');
+    const filler = path.join(mnt, 'filler');
+    fill(filler);
+    expectNotSaved(await api(p.web, 'POST', '/api/v1/signup/confirm', p.confirm));
+    // Nothing half-written was left in the registry.
+    const keysDir = path.join(p.dataDir, 'registry', 'keys');
+    expect(await readdir(keysDir), 'key files').to.deep.equal([]);
+    expect(JSON.parse(await p.srv.cli('users', 'list', '--json'))).to.deep.equal([]);
+    await rm(filler);
+    await expectAccount(p);
+  });
+
+  it('answers 503 when the key is stored but its journal record cannot be, and the same code works once there is space', async function () {
+    const p = await pendingSignup('data2');
+    const journal = path.join(p.dataDir, 'registry', 'journal.1');
+    expect((await stat(journal)).size, 'a fresh registry: an empty journal').to.equal(0);
+    const filler = path.join(mnt, 'filler');
+    fill(filler);
+    // Room for one page: the key file takes it, and the journal's first record finds none.
+    await truncate(filler, (await stat(filler)).size - 4096);
+    expectNotSaved(await api(p.web, 'POST', '/api/v1/signup/confirm', p.confirm));
+    const keysDir = path.join(p.dataDir, 'registry', 'keys');
+    expect((await readdir(keysDir)).filter((f) => f.endsWith('.asc')), 'the key was stored').to.have.length(1);
+    expect(await readFile(journal, 'utf8'), 'no complete record in the journal').not.to.match(/\n/);
+    expect(JSON.parse(await p.srv.cli('users', 'list', '--json'))).to.deep.equal([]);
+    await rm(filler);
+    await expectAccount(p);
+    expect((await readdir(keysDir)).filter((f) => f.endsWith('.asc')), 'one key file for one account').to.have.length(1);
   });
 });
