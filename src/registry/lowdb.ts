@@ -52,11 +52,11 @@ const exists = (p: string) =>
     (err) => (errno(err) === 'ENOENT' ? false : Promise.reject(err)),
   );
 
-function damaged(file: string, what: string): RegistryError {
+function damaged(file: string, what: string, restore = 'the registry folder'): RegistryError {
   return new RegistryError(
     'damaged',
     `The registry file ${file} ${what}. kzymy will not start on a damaged registry (senders would get permanent bounces): ` +
-      'restore the registry folder from your backup, then start again.',
+      `restore ${restore} from your backup, then start again.`,
   );
 }
 
@@ -140,6 +140,8 @@ export class LowdbRegistry implements Registry {
   private readonly waiters = new Map<string, Waiter>();
   /** This process's records that are written but not yet fsynced: readers stop before them. */
   private readonly unsynced = new Set<string>();
+  /** Their fsyncs in flight: refresh() waits for them, so that it never stops short behind one. */
+  private readonly syncing = new Set<Promise<void>>();
   private readonly captures = new Map<string, { gen: number; users: User[] }>();
   private running: Promise<boolean> | null = null;
   private again = false;
@@ -330,8 +332,17 @@ export class LowdbRegistry implements Registry {
     });
   }
 
-  /** Catches up with the journal; one run at a time, and a request during a run gets another. */
-  refresh(): Promise<boolean> {
+  /**
+   * Catches up with the journal; one run at a time, and a request during a run gets
+   * another. Waits for this process's fsyncs in flight first: records of others queued
+   * behind one of ours are then read too (an RCPT for a user the CLI just added).
+   */
+  async refresh(): Promise<boolean> {
+    if (this.syncing.size) await Promise.allSettled([...this.syncing]);
+    return this.catchUp();
+  }
+
+  private catchUp(): Promise<boolean> {
     if (this.closed) return Promise.resolve(false);
     if (this.running) {
       this.again = true;
@@ -355,7 +366,7 @@ export class LowdbRegistry implements Registry {
 
   private follow(): void {
     const tick = () =>
-      this.refresh().then(
+      this.catchUp().then(
         () => {
           if (this.failing) this.opts.logger?.info({ evt: 'registry-readable' }, 'the registry is readable again');
           this.failing = false;
@@ -439,16 +450,22 @@ export class LowdbRegistry implements Registry {
           await appendAll(fh, frame(record));
           return fh;
         });
-        await fh.datasync();
+        const sync = fh.datasync();
+        this.syncing.add(sync);
+        try {
+          await sync;
+        } finally {
+          this.syncing.delete(sync);
+        }
       } catch (err) {
         // A record cut short is void for every reader (see ./journal.ts).
         this.unsynced.delete(id);
         this.waiters.delete(id);
-        void this.refresh().catch(() => undefined);
+        void this.catchUp().catch(() => undefined);
         throw asWriteError(err, this.journalPath(this.gen));
       }
       this.unsynced.delete(id);
-      void this.refresh().catch(() => undefined);
+      void this.catchUp().catch(() => undefined);
       const out = await outcome;
       this.waiters.delete(id);
       if (out !== 'sealed') return { ...out, id };
@@ -665,27 +682,29 @@ async function createFolder(dir: string, users: User[], keys: Map<string, string
   }
 }
 
+const LEGACY = 'registry.json (or the registry folder)';
+
 /** Converts the single-file registry.json of kzymy 0.1 into the folder layout, once. */
 async function migrate(legacy: string, dir: string, logger?: Logger): Promise<void> {
   let data: unknown;
   try {
     data = JSON.parse(await readFile(legacy, 'utf8'));
   } catch (err) {
-    if (err instanceof SyntaxError) throw damaged(legacy, 'is not valid JSON');
+    if (err instanceof SyntaxError) throw damaged(legacy, 'is not valid JSON', LEGACY);
     // Another process converted it a moment ago: its folder is there now.
     if (errno(err) === 'ENOENT') return;
     throw err;
   }
   const d = data as { version?: unknown; users?: unknown } | null;
-  if (!d || d.version !== 1 || !Array.isArray(d.users)) throw damaged(legacy, 'is not a kzymy registry');
+  if (!d || d.version !== 1 || !Array.isArray(d.users)) throw damaged(legacy, 'is not a kzymy registry', LEGACY);
   const users: User[] = [];
   const keys = new Map<string, string>();
   for (const raw of d.users as Record<string, unknown>[]) {
     const publicKey = raw?.publicKey;
-    if (typeof publicKey !== 'string') throw damaged(legacy, 'holds a user without a key');
+    if (typeof publicKey !== 'string') throw damaged(legacy, 'holds a user without a key', LEGACY);
     const keyId = sha256(publicKey);
     const u = asUser({ ...raw, keyId, publicKey: undefined });
-    if (!u) throw damaged(legacy, `holds a user record that is not valid (${users.length + 1}th)`);
+    if (!u) throw damaged(legacy, `holds a user record that is not valid (${users.length + 1}th)`, LEGACY);
     users.push(u);
     keys.set(keyId, publicKey);
   }

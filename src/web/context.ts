@@ -18,6 +18,8 @@ export interface PendingSignup {
   attemptsLeft: number;
   /** Set while its account is being written: a second confirm waits for the outcome instead. */
   confirming?: boolean;
+  /** A confirm failed to save: if the account was kept after all (a failed fsync), a retry adopts it. */
+  saveFailed?: boolean;
 }
 
 /** A login decryption challenge (for a key that cannot sign now), shared by every asker. */

@@ -121,13 +121,20 @@ export async function confirmSignup(
     const n = pending.attemptsLeft;
     throw new WebError(400, 'wrong-code', `That code is not right. ${n} attempt${n === 1 ? ' is' : 's are'} left.`);
   }
-  const { registry, maildir, logger } = web.deps;
+  const { registry, logger } = web.deps;
+  if (pending.confirming) throw new WebError(409, 'signup-in-progress', 'This signup is being completed right now. Wait a moment and look again.');
   // Only now, to whoever proved to hold the key: is it taken?
-  if (registry.findByFingerprint(pending.key.fingerprint)) {
+  const holder = registry.findByFingerprint(pending.key.fingerprint);
+  if (holder && pending.saveFailed) {
+    // The earlier confirm was told "not saved", but its record reached the journal (the
+    // fsync failed after the write): the account is this signup's, and she holds its key.
+    web.signups.delete(pending.id);
+    return welcome(web, holder, server);
+  }
+  if (holder) {
     web.signups.delete(pending.id);
     throw new WebError(409, 'key-registered', REGISTERED);
   }
-  if (pending.confirming) throw new WebError(409, 'signup-in-progress', 'This signup is being completed right now. Wait a moment and look again.');
   let user: User;
   pending.confirming = true;
   try {
@@ -139,6 +146,7 @@ export async function confirmSignup(
     }
     // Not saved (a full disk, say): the signup stays open, and the same code works on a retry.
     if (err instanceof RegistryError && err.code === 'write-failed') {
+      pending.saveFailed = true;
       logger.error({ evt: 'signup-save-failed', err: { name: err.name, code: (err.cause as NodeJS.ErrnoException | undefined)?.code } }, 'signup');
       throw new WebError(503, 'not-saved', 'Your account could not be saved right now (the server is short of disk space or has a disk problem). Nothing was lost: send the same code again in a few minutes.', { 'Retry-After': '300' });
     }
@@ -147,6 +155,12 @@ export async function confirmSignup(
     pending.confirming = false;
   }
   web.signups.delete(pending.id);
+  return welcome(web, user, server);
+}
+
+/** The account's Maildir and welcome message. */
+async function welcome(web: Web, user: User, server: { url: string; noTor: boolean }): Promise<User> {
+  const { maildir, logger } = web.deps;
   try {
     await maildir.ensureUser(user.username);
     await deliverEncrypted(web, user, welcomeMail(web, user, server.url, server.noTor, web.date()), web.date());
