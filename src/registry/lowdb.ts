@@ -13,7 +13,7 @@ import path from 'node:path';
 import { setImmediate as yieldNow } from 'node:timers/promises';
 import type { Logger } from '../config/log.js';
 import { RegistryError, type NewUser, type Registry, type User } from './types.js';
-import { State, apply, asRecord, asUser, type JournalRecord, type Op, type Outcome } from './ops.js';
+import { State, adoptUser, apply, asRecord, asUser, type JournalRecord, type Op, type Outcome } from './ops.js';
 import { frame, parse, readFrom } from './journal.js';
 import { appendAll, asWriteError, syncDir, writeDurable } from './files.js';
 import { normalizeLocalPart, randomUsername } from './names.js';
@@ -207,7 +207,7 @@ export class LowdbRegistry implements Registry {
     while (!(await exists(this.journalPath(snap.generation))) && (await this.snapshotGeneration()) !== snap.generation) snap = await this.readSnapshot();
     const state = new State();
     for (const raw of snap.users) {
-      const u = asUser(raw);
+      const u = adoptUser(raw);
       if (!u) throw damaged(this.snapshotFile.file, 'holds a user record that is not valid');
       state.put(u);
     }
@@ -697,6 +697,7 @@ async function migrate(legacy: string, dir: string, logger?: Logger): Promise<vo
   }
   const d = data as { version?: unknown; users?: unknown } | null;
   if (!d || d.version !== 1 || !Array.isArray(d.users)) throw damaged(legacy, 'is not a kzymy registry', LEGACY);
+  logger?.info({ evt: 'registry-migrating', users: (d.users as unknown[]).length }, 'converting registry.json into the registry folder (once; about a second per thousand users)');
   const users: User[] = [];
   const keys = new Map<string, string>();
   for (const raw of d.users as Record<string, unknown>[]) {

@@ -52,16 +52,38 @@ const freezeUser = (u: User): User =>
     notices: Object.freeze([...u.notices]),
   });
 
-/** Checks a user record read from disk; returns it frozen, or null if it is not one. */
-export function asUser(x: unknown): User | null {
-  if (typeof x !== 'object' || x === null) return null;
+const USER_KEYS = new Set(['username', 'fingerprint', 'keyId', 'keyExpiresAt', 'createdAt', 'disabled', 'catchAll', 'aliases', 'blocked', 'notices']);
+
+/**
+ * Checks a user record that was just parsed and belongs to no one else; returns it
+ * frozen in place (no copy: opening 100,000 users copies nothing), or null. A record
+ * with fields this version does not know is copied without them.
+ */
+export function adoptUser(x: unknown): User | null {
+  if (!valid(x)) return null;
+  const u = x as unknown as Record<string, unknown>;
+  for (const k in u) if (!USER_KEYS.has(k)) return asUser(x);
+  Object.freeze(u.aliases);
+  Object.freeze(u.blocked);
+  Object.freeze(u.notices);
+  return Object.freeze(u) as unknown as User;
+}
+
+function valid(x: unknown): x is User {
+  if (typeof x !== 'object' || x === null) return false;
   const u = x as Record<string, unknown>;
   const str = (k: string) => typeof u[k] === 'string' && (u[k] as string).length > 0;
   const strings = (k: string) => Array.isArray(u[k]) && (u[k] as unknown[]).every((s) => typeof s === 'string');
-  if (!str('username') || !str('fingerprint') || !str('keyId') || !str('createdAt')) return null;
-  if (u.keyExpiresAt !== null && typeof u.keyExpiresAt !== 'string') return null;
-  if (typeof u.disabled !== 'boolean' || typeof u.catchAll !== 'boolean') return null;
-  if (!strings('aliases') || !strings('blocked') || !strings('notices')) return null;
+  if (!str('username') || !str('fingerprint') || !str('keyId') || !str('createdAt')) return false;
+  if (u.keyExpiresAt !== null && typeof u.keyExpiresAt !== 'string') return false;
+  if (typeof u.disabled !== 'boolean' || typeof u.catchAll !== 'boolean') return false;
+  return strings('aliases') && strings('blocked') && strings('notices');
+}
+
+/** Checks a user record read from disk; returns a frozen copy, or null if it is not one. */
+export function asUser(x: unknown): User | null {
+  if (!valid(x)) return null;
+  const u = x as unknown as Record<string, unknown>;
   return freezeUser({
     username: u.username as string,
     fingerprint: u.fingerprint as string,
@@ -84,7 +106,7 @@ export function asRecord(x: unknown): JournalRecord | null {
   const s = (k: string) => typeof r[k] === 'string';
   switch (r.op) {
     case 'add': {
-      const user = asUser(r.user);
+      const user = adoptUser(r.user);
       return user ? { op: 'add', id: r.id, user } : null;
     }
     case 'disable':
