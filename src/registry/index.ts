@@ -18,7 +18,7 @@
 //   snapshot in the background, in pieces, so the event loop never waits on it. Opening
 //   reads the snapshot and replays the journals after it.
 // - Public keys live in `keys/SHA256.asc`, written once, outside the snapshot and outside
-//   memory: the in-memory index stays small (about 200 bytes a user) and a change never
+//   memory: the in-memory index stays small (about half a kilobyte a user) and a change never
 //   rewrites keys. Uniqueness of usernames and of keys is enforced by the journal order.
 // - Durability: a change is acknowledged after its record is fsynced (and the journal's
 //   folder when the file is new); the record becomes visible in memory only after that.
