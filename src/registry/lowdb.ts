@@ -137,6 +137,8 @@ export class LowdbRegistry implements Registry {
   private fh: FileHandle | null = null;
   private offset = 0;
   private readonly appendLock = new Mutex();
+  /** One compaction at a time in this process (the background one, or an account deletion's). */
+  private readonly compactLock = new Mutex();
   private readonly waiters = new Map<string, Waiter>();
   /** This process's records that are written but not yet fsynced: readers stop before them. */
   private readonly unsynced = new Set<string>();
@@ -473,7 +475,15 @@ export class LowdbRegistry implements Registry {
     }
   }
 
-  private async change(op: Op, notFound = true): Promise<User> {
+  /** Refuses a change to a user this process does not know, even after looking again, without writing. */
+  private async known(username: string): Promise<void> {
+    if (this.state.byName.has(username)) return;
+    await this.refresh();
+    if (!this.state.byName.has(username)) throw errorFor('no-such-user', username);
+  }
+
+  private async change(op: Op & { user: string }, notFound = true): Promise<User> {
+    await this.known(op.user);
     const out = await this.write(op);
     if (!out.ok) throw errorFor(out.code, 'user' in op && typeof op.user === 'string' ? op.user : '');
     if (!out.user && notFound) throw errorFor('no-such-user', '');
@@ -490,18 +500,21 @@ export class LowdbRegistry implements Registry {
     return keyId;
   }
 
-  /** Removes a key file no account refers to any more (compaction removes what this misses). */
+  /** Removes the key file of a record no account refers to any more. */
   private async dropKey(old: User): Promise<void> {
     // A key file is named by the armor, which names its fingerprint: only the account
     // holding that fingerprint now (if any) can refer to it.
     const holder = this.findByFingerprint(old.fingerprint);
     if (holder && holder.keyId === old.keyId) return;
-    const keyId = old.keyId;
-    const file = path.join(this.keysDir, `${keyId}.asc`);
-    const s = await stat(file).catch(() => null);
-    // Freshly stored: it may be another signup's in flight; compaction takes it later.
-    if (!s || Date.now() - s.mtimeMs < 60_000) return;
-    await unlink(file).catch(() => undefined);
+    await unlink(path.join(this.keysDir, `${old.keyId}.asc`)).catch(() => undefined);
+  }
+
+  /**
+   * After a change that refers to a key file: if it went meanwhile (its former account was
+   * deleted at that very moment, and the deleter removed the file), it is written again.
+   */
+  private async keepKey(user: User, armored: string): Promise<void> {
+    if (!(await exists(path.join(this.keysDir, `${user.keyId}.asc`)))) await this.storeKey(armored);
   }
 
   async add(input: NewUser): Promise<User> {
@@ -524,7 +537,10 @@ export class LowdbRegistry implements Registry {
         notices: [],
       };
       const out = await this.write({ op: 'add', user });
-      if (out.ok) return out.user!;
+      if (out.ok) {
+        await this.keepKey(out.user!, input.publicKey);
+        return out.user!;
+      }
       if (out.code !== 'duplicate-username') throw errorFor(out.code, '');
     }
   }
@@ -554,11 +570,12 @@ export class LowdbRegistry implements Registry {
     const fingerprint = key.fingerprint.toUpperCase();
     const holder = this.state.byFingerprint.get(fingerprint);
     if (holder !== undefined && holder !== name) throw errorFor('duplicate-key', name);
-    if (!this.state.byName.has(name)) throw errorFor('no-such-user', name);
+    await this.known(name);
     const keyId = await this.storeKey(key.publicKey);
     const out = await this.write({ op: 'key', user: name, fingerprint, keyId, keyExpiresAt: key.keyExpiresAt });
     if (!out.ok) throw errorFor(out.code, name);
     if (out.previous && out.previous.keyId !== keyId) await this.dropKey(out.previous);
+    await this.keepKey(out.user!, key.publicKey);
     return out.user!;
   }
 
@@ -566,11 +583,18 @@ export class LowdbRegistry implements Registry {
     return this.change({ op: 'notices', user: username.toLowerCase(), tags: [...tags], ifKeyExpiresAt: keyExpiresAt });
   }
 
+  /**
+   * Deletes an account and every trace of it in the registry: its key file, and the
+   * journal records that named it (two compactions: the journal holding the removal is
+   * sealed into a snapshot, then removed by the next one). Costs a snapshot write.
+   */
   async remove(username: string): Promise<void> {
     const name = username.toLowerCase();
+    await this.known(name);
     const out = await this.write({ op: 'remove', user: name });
     if (!out.ok) throw errorFor(out.code, name);
     if (out.previous) await this.dropKey(out.previous);
+    for (let done = 0, tries = 0; done < 2 && tries < 20; tries++) if (await this.compact()) done++;
   }
 
   // --- compaction --------------------------------------------------------------------
@@ -580,6 +604,7 @@ export class LowdbRegistry implements Registry {
     const threshold = Math.max(this.opts.compactBytes ?? COMPACT_MIN_BYTES, this.snapshotFile.bytes / 2);
     if (this.offset < threshold) return;
     this.compacting = this.compact()
+      .then(() => undefined)
       .catch((err) => this.opts.logger?.warn({ evt: 'registry-compact-failed', err: { name: (err as Error).name, code: errno(err) } }))
       .finally(() => {
         this.compacting = null;
@@ -591,23 +616,27 @@ export class LowdbRegistry implements Registry {
    * the next one at once), writes the state as of the seal, then removes journals that
    * no reader within one generation needs. Nothing waits for it.
    */
-  async compact(): Promise<void> {
-    // Sealed once: if another process sealed this journal first, it compacts it.
-    const out = await this.write({ op: 'seal' }, true);
-    const cap = out && this.captures.get(out.id);
-    if (out) this.captures.delete(out.id);
-    if (!cap) return;
-    const { users } = cap;
-    // The state as of the end of journal cap.gen: the snapshot is the start of the next.
-    const generation = cap.gen + 1;
-    if ((await this.snapshotGeneration().catch(() => 0)) >= generation) return;
-    this.snapshot.data = { version: 2, generation, users };
-    await this.snapshot.write();
-    for (const name of await readdir(this.dir)) {
-      const m = /^journal\.(\d+)$/.exec(name);
-      if (m && Number(m[1]) <= generation - 2) await unlink(path.join(this.dir, name)).catch(() => undefined);
-    }
-    await this.collectKeys();
+  compact(): Promise<boolean> {
+    return this.compactLock.run(async () => {
+      // Sealed once: if another process sealed this journal first, it compacts it.
+      const out = await this.write({ op: 'seal' }, true);
+      const cap = out && this.captures.get(out.id);
+      if (out) this.captures.delete(out.id);
+      if (!cap) return false;
+      const { users } = cap;
+      // The state as of the end of journal cap.gen: the snapshot is the start of the next.
+      const generation = cap.gen + 1;
+      if ((await this.snapshotGeneration().catch(() => 0)) >= generation) return false;
+      this.snapshot.data = { version: 2, generation, users };
+      await this.snapshot.write();
+      // The journal just sealed stays one generation more, for a reader still in it.
+      for (const name of await readdir(this.dir)) {
+        const m = /^journal\.(\d+)$/.exec(name);
+        if (m && Number(m[1]) <= generation - 2) await unlink(path.join(this.dir, name)).catch(() => undefined);
+      }
+      await this.collectKeys();
+      return true;
+    });
   }
 
   /** Removes key files that no account refers to (after an account was deleted or changed its key). */
@@ -710,8 +739,8 @@ async function migrate(legacy: string, dir: string, logger?: Logger): Promise<vo
     keys.set(keyId, publicKey);
   }
   await createFolder(dir, users, keys);
-  // Kept beside the new folder for the operator: never read again.
-  await rename(legacy, `${legacy}.migrated`).catch(() => undefined);
+  // Removed, not kept: it would hold every account deleted later (back up before upgrading).
+  await unlink(legacy).catch(() => undefined);
   await syncDir(path.dirname(dir));
   logger?.info({ evt: 'registry-migrated', users: users.length }, 'converted registry.json into the registry folder');
 }

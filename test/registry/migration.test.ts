@@ -91,11 +91,8 @@ describe('registry: migration from the registry.json of 0.1', () => {
       expect(await r.publicKey(u)).to.equal(publicKey);
       expect(r.findByFingerprint(old.fingerprint)?.username).to.equal(old.username);
     }
-    const names = await readdir(dir);
-    expect(names).to.include('registry.json.migrated');
-    expect(names).to.not.include('registry.json');
-    expect(names.filter((n) => n.startsWith('registry.new')), 'no half-made folder left').to.deep.equal([]);
-    expect(await readFile(path.join(dir, 'registry.json.migrated'), 'utf8')).to.equal(legacyText());
+    // The old file goes once converted: kept, it would hold every account deleted later.
+    expect(await readdir(dir)).to.deep.equal(['registry']);
     // The snapshot does not carry the keys any more: they sit in keys/.
     expect(await readFile(path.join(dir, 'registry', 'snapshot.json'), 'utf8')).to.not.include('BEGIN PGP');
 
@@ -150,7 +147,7 @@ describe('registry: migration from the registry.json of 0.1', () => {
       for (const d of dumps) expect(d.dump).to.deep.equal(me.list());
       expect(me.count()).to.equal(legacyUsers.length);
       for (const old of legacyUsers) expect(await me.publicKey(me.get(old.username)!)).to.equal(old.publicKey);
-      expect((await readdir(dir)).sort()).to.deep.equal(['registry', 'registry.json.migrated']);
+      expect((await readdir(dir)).sort()).to.deep.equal(['registry']);
       expect((await readdir(path.join(dir, 'registry'))).sort()).to.deep.equal(['journal.1', 'keys', 'snapshot.json']);
       expect((await readdir(path.join(dir, 'registry', 'keys'))).length).to.equal(legacyUsers.length);
       expect((await stat(path.join(dir, 'registry'))).mode & 0o777).to.equal(0o700);
@@ -159,7 +156,6 @@ describe('registry: migration from the registry.json of 0.1', () => {
       await me.close();
       regs = [];
       await rm(path.join(dir, 'registry'), { recursive: true });
-      await rm(path.join(dir, 'registry.json.migrated'));
     }
   });
 });

@@ -129,6 +129,16 @@ describe('registry', () => {
     expect(r.get(b.username)).to.equal(undefined);
     expect(r.findByFingerprint('C2')).to.equal(undefined);
     expect((await refusal(r.remove(b.username))).code).to.equal('no-such-user');
+    // No trace of the deleted account in any registry file (journals, snapshot, keys).
+    const folder = path.join(dir, 'registry');
+    for (const f of await readdir(folder, { recursive: true })) {
+      const p = path.join(folder, String(f));
+      if (!(await stat(p)).isFile()) continue;
+      const text = await readFile(p, 'utf8');
+      expect(text, String(f)).not.to.include(b.username);
+      expect(text, String(f)).not.to.include('C2');
+    }
+    expect(r.get(a.username)!.fingerprint).to.equal('C3');
     await r.close();
   });
 });
