@@ -24,6 +24,8 @@
 //   folder when the file is new); the record becomes visible in memory only after that.
 //   A crash mid-append leaves a record without its end, which every reader skips. So a
 //   crash at any point leaves the old state or the new one, never a mix.
+// - Deleting an account removes its key file and compacts twice, so that no journal that
+//   named it survives: the registry keeps no trace of a deleted account.
 // - Other processes see a change within REFRESH_MS (one second: a timer, with fs.watch
 //   to be sooner); an unknown recipient at RCPT looks again at once.
 //

@@ -53,8 +53,9 @@ export class RegistryError extends Error {
  * the embedded default; a database engine implements the same contract.
  *
  * Reads are synchronous and served from memory; they reflect every change this process
- * made and, within `Registry.refreshMs`, every change another process made. A change
- * resolves only after it is durable, and only then becomes visible to readers.
+ * made and, within a bounded time (REFRESH_MS for the lowdb engine), every change another
+ * process made. A change resolves only after it is durable, and only then becomes
+ * visible to readers.
  */
 export interface Registry {
   /** Where the registry lives, for the operator (a folder or a URL without its password). */
