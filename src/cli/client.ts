@@ -43,7 +43,7 @@ const program = new Command(PROG)
   .exitOverride()
   .addHelpText(
     'after',
-    '\nExit status: 0 ok, 1 a problem you can fix, 2 wrong usage, 75 temporary (Tor or the server unreachable, MDA asked to retry), 76 the server misbehaved (nothing was sent back; do not use it).',
+    '\nExit status: 0 ok, 1 a problem you can fix, 2 wrong usage, 8 another fetch runs with this profile, 75 temporary (Tor or the server unreachable, MDA asked to retry), 76 the server misbehaved (nothing was sent back; do not use it).',
   );
 
 /** Runs `fn` with the command's context; the session is logged out and sockets closed after. */

@@ -3,7 +3,8 @@
 // and honours `exitCode`.
 
 /**
- * Exit codes of kzymy-client: 1 a problem the user can fix, 2 wrong usage, 75 temporary
+ * Exit codes of kzymy-client: 1 a problem the user can fix, 2 wrong usage, 8 another fetch
+ * holds the profile (./lock.ts), 75 temporary
  * (EX_TEMPFAIL), 76 the server misbehaved (EX_PROTOCOL: it sent what kzymy's protocol never
  * sends, such as a challenge that is not in kzymy's format, or a fingerprint other than the key's).
  */

@@ -8,10 +8,13 @@ import { decryptPgpMime, envelopeOf, type Destination } from './deliver.js';
 import { ClientError, DeliveryError, EXIT_TEMPFAIL, printable } from './errors.js';
 import type { Gnupg } from './gnupg.js';
 import type { DeliveredRecord } from './state.js';
+import { lockProfile } from './lock.js';
 
 /** Lets SIGINT/SIGTERM end a run cleanly: after the current message, or out of a sleep at once. */
 export class Stopper {
   stopped = false;
+  /** Why the run must end (the profile lock was lost), thrown once it has stopped. */
+  reason: ClientError | null = null;
   private wake: (() => void) | null = null;
   private readonly onSignal = (): void => {
     if (this.stopped) process.exit(130); // a second signal: stop now
@@ -27,6 +30,13 @@ export class Stopper {
   uninstall(): void {
     process.off('SIGINT', this.onSignal);
     process.off('SIGTERM', this.onSignal);
+  }
+
+  /** Ends the run after the current message, with `reason` as its outcome. */
+  abort(reason: ClientError): void {
+    this.reason ??= reason;
+    this.stopped = true;
+    this.wake?.();
   }
 
   sleep(ms: number): Promise<void> {
@@ -140,11 +150,12 @@ function failureError(r: FetchResult): ClientError {
   );
 }
 
-/** `fetch`, once or (with --watch) forever, until SIGINT/SIGTERM. */
+/** `fetch`, once or (with --watch) forever, until SIGINT/SIGTERM; one run per profile at a time. */
 export async function runFetch(ctx: Context): Promise<void> {
   const session = ctx.session();
   const destination = ctx.destination();
   const stopper = new Stopper();
+  const unlock = await lockProfile(ctx.store.file, (err) => stopper.abort(err));
   stopper.install();
   const deps: FetchDeps = {
     session,
@@ -159,6 +170,7 @@ export async function runFetch(ctx: Context): Promise<void> {
   try {
     if (watch === undefined) {
       const r = await fetchOnce(deps);
+      if (stopper.reason) throw stopper.reason;
       const line = summary(r, destination.describe());
       if (line) ctx.say(line);
       if (r.failures.length > 0) throw failureError(r);
@@ -178,8 +190,10 @@ export async function runFetch(ctx: Context): Promise<void> {
       // ±20% random jitter, so that polls do not form a recognisable rhythm.
       await stopper.sleep(watch * 1000 * (0.8 + Math.random() * 0.4));
     }
+    if (stopper.reason) throw stopper.reason;
     ctx.say('stopped');
   } finally {
     stopper.uninstall();
+    await unlock().catch(() => undefined); // already taken over: nothing to give back
   }
 }

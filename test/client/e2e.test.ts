@@ -354,6 +354,73 @@ describe('kzymy-client against a real kzymy server (loopback, --no-tor)', functi
     });
   });
 
+  describe('one fetch per profile at a time', function () {
+    /** A `fetch --watch` of this account, its output collected. */
+    function watcher(acct: Account, out: string) {
+      const child = spawn(process.execPath, ['--import', 'tsx', CLIENT_CLI, '--config', acct.config, '--gnupghome', acct.key.gnupghome, 'fetch', '--watch', '1', '--maildir', out], {
+        cwd: ROOT,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+      return { child, exited, stderr: () => stderr };
+    }
+    const lockHeld = (acct: Account) => stat(`${acct.config}.lock`).then(() => true, () => false);
+    async function until(what: string, ok: () => Promise<boolean>): Promise<void> {
+      // Waiting for an outcome, not measuring time: mocha's timeout bounds it.
+      while (!(await ok())) await new Promise((r) => setTimeout(r, 200));
+    }
+
+    it('a second run while a --watch runs says so, exits 8 and delivers nothing; every message arrives once', async function () {
+      const acct = await signup();
+      for (let i = 0; i < 5; i++) await send(acct, `twice${i}`);
+      const out = path.join(work, 'once-only');
+      const w = watcher(acct, out);
+      try {
+        await until('the watcher holds the lock', () => lockHeld(acct));
+        // Second writers, as cron and a person at the terminal would be.
+        const others = await Promise.all([1, 2, 3].map(() => acct.run(['fetch', '--maildir', out])));
+        for (const r of others) {
+          expect(r.code, r.stderr).to.equal(8);
+          expect(r.stderr).to.match(/^kzymy-client: Another kzymy-client fetch is running with the profile .*: this one stops, so that no message is delivered twice\./);
+          expectNoStack(r);
+        }
+        await until('all six delivered', async () => (await delivered(out)).length >= 6);
+        w.child.kill('SIGTERM');
+        expect(await w.exited, w.stderr()).to.equal(0);
+      } finally {
+        if (w.child.exitCode === null) w.child.kill('SIGKILL');
+      }
+      expect(await delivered(out)).to.have.length(6, 'the welcome and five messages, each once');
+      expect(await waiting(acct)).to.equal(0);
+      expect(await lockHeld(acct)).to.equal(false, 'a run that ends gives the lock back');
+      const after = await acct.run(['fetch', '--maildir', out]);
+      expect(after.code, after.stderr).to.equal(0);
+    });
+
+    it('a run killed with SIGKILL leaves a lock that the next run takes over', async function () {
+      const acct = await signup();
+      const out = path.join(work, 'after-crash');
+      const w = watcher(acct, out);
+      await until('the watcher holds the lock', () => lockHeld(acct));
+      w.child.kill('SIGKILL');
+      await w.exited;
+      expect(await lockHeld(acct)).to.equal(true, 'the crashed run could not give it back');
+      await send(acct, 'after-crash');
+      // Until the lock is stale (ten seconds without a refresh) a run is turned away with 8.
+      let r: ClientRun;
+      for (;;) {
+        r = await acct.run(['fetch', '--maildir', out]);
+        if (r.code !== 8) break;
+        await new Promise((res) => setTimeout(res, 1000));
+      }
+      expect(r.code, r.stderr).to.equal(0);
+      expect((await delivered(out)).length).to.be.at.least(1);
+      expect(await waiting(acct)).to.equal(0);
+    });
+  });
+
   describe('through a SOCKS5 proxy standing in for tor', function () {
     it('asks the proxy for the onion name itself (socks5h: no local DNS) and works through it', async function () {
       const acct = await signup();
