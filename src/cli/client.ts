@@ -46,13 +46,17 @@ const program = new Command(PROG)
     '\nExit status: 0 ok, 1 a problem you can fix, 2 wrong usage, 8 another fetch runs with this profile, 75 temporary (Tor or the server unreachable, MDA asked to retry), 76 the server misbehaved (nothing was sent back; do not use it).',
   );
 
-/** Runs `fn` with the command's context; the session is logged out and sockets closed after. */
+/**
+ * Runs `fn` with the command's context; options given on the command line are saved to
+ * the profile only if it succeeded. The session is logged out and sockets closed after.
+ */
 function withContext(fn: (ctx: Context, cmd: Command) => Promise<void>) {
   return async (...args: unknown[]): Promise<void> => {
     const cmd = args[args.length - 1] as Command;
     const ctx = await Context.open(cmd.optsWithGlobals<GlobalOptions>(), out);
     try {
       await fn(ctx, cmd);
+      await ctx.commit();
     } finally {
       await ctx.close();
     }

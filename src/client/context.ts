@@ -1,5 +1,6 @@
 // What every command needs: the profile merged with the command line (given values are
-// saved back), the transport (checked before any network I/O), gpg and a session.
+// saved back once the command succeeded), the transport (checked before any network
+// I/O), gpg and a session.
 import path from 'node:path';
 import { usageError } from './errors.js';
 import { Session } from './api.js';
@@ -27,11 +28,14 @@ export class Context {
     readonly profile: Profile,
     readonly opts: GlobalOptions,
     readonly out: Output,
+    /** Values the command line changed, saved by commit() once the command succeeded. */
+    private readonly given: Profile = {},
+    private changed = false,
   ) {}
 
   /**
-   * Loads the profile, applies the command line, refuses a server it must not talk to
-   * (before any network I/O), then saves the values given on the command line.
+   * Loads the profile, applies the command line and refuses a server it must not talk to
+   * (before any network I/O). Nothing is saved yet: see commit().
    */
   static async open(opts: GlobalOptions, out: Output): Promise<Context> {
     if (opts.maildir !== undefined && opts.mda !== undefined) {
@@ -52,13 +56,24 @@ export class Context {
     const profile: Profile = { ...saved, ...given };
     if (given.maildir !== undefined) delete profile.mda;
     if (given.mda !== undefined) delete profile.maildir;
-    const ctx = new Context(store, profile, opts, out);
-    if (profile.server !== undefined) ctx.target(); // refusals happen here, before anything is saved or sent
     const changed = (Object.keys(given) as Array<keyof Profile>).some((k) => saved[k] !== given[k]) ||
       (given.maildir !== undefined && saved.mda !== undefined) ||
       (given.mda !== undefined && saved.maildir !== undefined);
-    if (changed) await store.save(profile);
+    const ctx = new Context(store, profile, opts, out, given, changed);
+    if (profile.server !== undefined) ctx.target(); // refusals happen here, before anything is sent
     return ctx;
+  }
+
+  /**
+   * After the command succeeded: saves the values given on its command line, so that a
+   * mistyped option of a failed run never becomes the default of the next. A --key that
+   * is not in the keyring is refused, not saved.
+   */
+  async commit(): Promise<void> {
+    if (!this.changed) return;
+    if (this.given.key !== undefined) await this.gpg().secretKey(this.given.key);
+    await this.store.save(this.profile);
+    this.changed = false;
   }
 
   get quiet(): boolean {
@@ -110,6 +125,7 @@ export class Context {
 
   async save(): Promise<void> {
     await this.store.save(this.profile);
+    this.changed = false;
   }
 
   async close(): Promise<void> {

@@ -88,6 +88,18 @@ describe('kzymy-client against a real kzymy server (loopback, --no-tor)', functi
     return r.replies[mailFrom + 1] ?? r.last;
   }
 
+  /**
+   * Runs again while a killed run's profile lock is not yet stale (exit 8: ten seconds
+   * without a refresh): waiting for an outcome, bounded by mocha's timeout.
+   */
+  async function afterLock(run: () => Promise<ClientRun>): Promise<ClientRun> {
+    for (;;) {
+      const r = await run();
+      if (r.code !== 8) return r;
+      await new Promise((res) => setTimeout(res, 1000));
+    }
+  }
+
   async function waiting(acct: Account): Promise<number> {
     return (await newFiles(srv.maildirRoot, acct.username)).length;
   }
@@ -211,7 +223,8 @@ describe('kzymy-client against a real kzymy server (loopback, --no-tor)', functi
       expect(crashed.signal).to.equal('SIGKILL');
       expect(await delivered(out)).to.have.length(1);
       expect(await waiting(acct), 'nothing acknowledged').to.equal(2);
-      const next = await acct.run(['fetch', '--maildir', out, '--decrypt']);
+      // The killed run could not give its profile lock back: the next one waits it out.
+      const next = await afterLock(() => acct.run(['fetch', '--maildir', out, '--decrypt']));
       expect(next.code, next.stderr).to.equal(0);
       expect(next.stdout).to.match(/1 message \(\d+ bytes\) delivered to .*; 1 message delivered by an earlier run acknowledged/);
       const files = await delivered(out);
@@ -354,6 +367,34 @@ describe('kzymy-client against a real kzymy server (loopback, --no-tor)', functi
     });
   });
 
+  describe('the profile', function () {
+    it('keeps what a run that succeeded was given (0600, under $XDG_CONFIG_HOME), and never a --key the keyring lacks', async function () {
+      const acct = await signup();
+      const xdg = path.join(work, 'xdg');
+      const file = path.join(xdg, 'kzymy', 'client.json');
+      const env = { XDG_CONFIG_HOME: xdg };
+      const base = ['--server', server, '--no-tor', '--username', acct.username.toUpperCase(), '--gnupghome', acct.key.gnupghome];
+      const r = await runClient([...base, '--key', acct.key.fingerprint, '--maildir', 'Mail', '--decrypt', 'status'], { env });
+      expect(r.code, r.stderr).to.equal(0);
+      expect((await stat(file)).mode & 0o777).to.equal(0o600);
+      expect((await stat(path.dirname(file))).mode & 0o777).to.equal(0o700);
+      const saved = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+      expect(saved).to.include({ server, username: acct.username, key: acct.key.fingerprint, decrypt: true, tor: false });
+      expect(saved.maildir).to.equal(path.join(ROOT, 'Mail'));
+      // --mda replaces a saved --maildir: one way to deliver.
+      expect((await runClient(['--mda', 'cat >/dev/null', 'status'], { env })).code).to.equal(0);
+      const again = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+      expect(again.mda).to.equal('cat >/dev/null');
+      expect(again).not.to.have.property('maildir');
+      // A key the keyring does not hold fails the run and is not saved.
+      const bad = await runClient(['--key', 'DEADBEEFDEADBEEFDEADBEEFDEADBEEFDEADBEEF', 'status'], { env });
+      expect(bad.code).to.equal(1);
+      expect(bad.stderr).to.match(/There is no secret key DEADBEEF/);
+      expectNoStack(bad);
+      expect((JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>).key).to.equal(acct.key.fingerprint);
+    });
+  });
+
   describe('one fetch per profile at a time', function () {
     /** A `fetch --watch` of this account, its output collected. */
     function watcher(acct: Account, out: string) {
@@ -409,12 +450,7 @@ describe('kzymy-client against a real kzymy server (loopback, --no-tor)', functi
       expect(await lockHeld(acct)).to.equal(true, 'the crashed run could not give it back');
       await send(acct, 'after-crash');
       // Until the lock is stale (ten seconds without a refresh) a run is turned away with 8.
-      let r: ClientRun;
-      for (;;) {
-        r = await acct.run(['fetch', '--maildir', out]);
-        if (r.code !== 8) break;
-        await new Promise((res) => setTimeout(res, 1000));
-      }
+      const r = await afterLock(() => acct.run(['fetch', '--maildir', out]));
       expect(r.code, r.stderr).to.equal(0);
       expect((await delivered(out)).length).to.be.at.least(1);
       expect(await waiting(acct)).to.equal(0);

@@ -349,9 +349,9 @@ describe('kzymy-client against a hostile server', function () {
         expect(r.code, `${where}: ${r.stderr}`).to.equal(76);
         expect(r.stderr).to.include(`names the key ${other.fingerprint}, not yours (${key.fingerprint})`);
         expectNoStack(r);
-        const saved = JSON.parse(await readFile(config, 'utf8')) as Record<string, unknown>;
-        expect(saved.key, where).to.equal(key.fingerprint);
-        if (where !== 'loginFingerprint') expect(saved, where).not.to.have.property('username');
+        // A refused run saves nothing: never the server's key, never a username it named.
+        const saved = (await readFile(config, 'utf8').then(JSON.parse, () => ({}))) as Record<string, unknown>;
+        expect(saved, where).to.deep.equal({});
         const paths = h.requests.map((q) => q.path);
         if (where === 'signupFingerprint') expect(paths).not.to.include('/api/v1/signup/confirm');
         if (where === 'loginFingerprint') expect(paths).not.to.include('/api/v1/auth/token');
