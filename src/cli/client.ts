@@ -110,6 +110,16 @@ key
   .action(withContext((ctx, cmd) => runKeyUpdate(ctx, cmd.opts<{ newKey?: string }>().newKey)));
 
 program
+  .command('logout')
+  .description('end the login token kept between runs (it would otherwise end by itself within 30 minutes)')
+  .action(
+    withContext(async (ctx) => {
+      await ctx.session().logout();
+      ctx.say('logged out: the next command logs in again');
+    }),
+  );
+
+program
   .command('delete-account')
   .option('--yes', 'do not ask: required when not on a terminal')
   .description('delete the account with all its waiting mail, for good')

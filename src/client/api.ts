@@ -4,6 +4,7 @@
 // challenge of one exact format to the key; gpg decrypts it here, and only the code it holds
 // goes back, after the format, purpose, server, username and fingerprint were checked. A
 // server never gets anything else decrypted by this client. The token lives in memory only.
+import type { TokenStore } from './state.js';
 import { ApiError, ClientError, printable, protocolError } from './errors.js';
 import type { Gnupg } from './gnupg.js';
 import { DOWNLOAD_LIMIT, type Transport } from './transport.js';
@@ -200,13 +201,21 @@ export class Session {
 
   private fpr: string | null = null;
 
-  /** `keyId` gives the profile's key (when first needed); its fingerprint is the one gpg reports, never the server's. */
+  /**
+   * `keyId` gives the profile's key (when first needed); its fingerprint is the one gpg
+   * reports, never the server's. `tokens`, when given, keeps the token between runs.
+   */
   constructor(
     readonly transport: Transport,
     readonly gpg: Gnupg,
     readonly username: string,
     private readonly keyId: () => string,
+    private readonly tokens: TokenStore | null = null,
   ) {}
+
+  private async identity(): Promise<{ server: string; username: string; fingerprint: string }> {
+    return { server: this.transport.target.server.href, username: this.username, fingerprint: await this.fingerprint() };
+  }
 
   /** The primary fingerprint of the user's key, as gpg reports it. */
   async fingerprint(): Promise<string> {
@@ -252,25 +261,44 @@ export class Session {
       const signature = await this.gpg.sign(statement, fingerprint);
       body = { challengeId: ch.challengeId, statement, signature };
     }
-    const tok = (await t.json<{ token: string }>('POST', '/api/v1/auth/token', { body })).body;
+    const tok = (await t.json<{ token: string; expiresAt?: unknown }>('POST', '/api/v1/auth/token', { body })).body;
     if (typeof tok.token !== 'string' || !/^[!-~]{1,1024}$/.test(tok.token)) throw new ClientError(`${t.describe()} gave no token; check --server.`);
     this.token = tok.token;
+    // Kept for the next runs until its end, as the server gave it (at most a day).
+    const until = typeof tok.expiresAt === 'string' ? Date.parse(tok.expiresAt) : NaN;
+    if (this.tokens && Number.isFinite(until)) {
+      const expiresAt = new Date(Math.min(until, Date.now() + 86_400_000)).toISOString();
+      await this.tokens.save({ ...(await this.identity()), token: tok.token, expiresAt });
+    }
   }
 
+  /** Ends the token on the server and forgets it here. */
   async logout(): Promise<void> {
+    if (!this.token && this.tokens) this.token = await this.tokens.load(await this.identity(), Date.now(), 0);
+    await this.tokens?.clear();
     if (!this.token) return;
     const token = this.token;
     this.token = null;
     await this.transport.request('POST', '/api/v1/auth/logout', { token, body: {} }).catch(() => undefined);
   }
 
-  /** Runs `fn` with a token; on 401 unauthorized (expired token) logs in once more and retries. */
+  /** At the end of a run: a kept token stays valid for the next run; any other is ended. */
+  async end(): Promise<void> {
+    if (!this.tokens) await this.logout();
+  }
+
+  /**
+   * Runs `fn` with a token: the one kept from an earlier run while it is valid, else a new
+   * login; on 401 unauthorized (expired or ended token) logs in once more and retries.
+   */
   private async authed<T>(fn: (token: string) => Promise<T>): Promise<T> {
+    if (!this.token && this.tokens) this.token = await this.tokens.load(await this.identity());
     if (!this.token) await this.login();
     try {
       return await fn(this.token!);
     } catch (err) {
       if (!(err instanceof ApiError) || err.status !== 401 || err.code !== 'unauthorized') throw err;
+      await this.tokens?.clear();
       await this.login();
       return fn(this.token!);
     }
@@ -355,5 +383,6 @@ export class Session {
   async deleteAccount(): Promise<void> {
     await this.call('DELETE', '/api/v1/account');
     this.token = null;
+    await this.tokens?.clear();
   }
 }

@@ -113,7 +113,7 @@ export class Context {
   }
 
   session(): Session {
-    this.sessionInstance ??= new Session(this.transport(), this.gpg(), this.username(), () => this.keyId());
+    this.sessionInstance ??= new Session(this.transport(), this.gpg(), this.username(), () => this.keyId(), this.store.tokens(this.username()));
     return this.sessionInstance;
   }
 
@@ -129,7 +129,7 @@ export class Context {
   }
 
   async close(): Promise<void> {
-    await this.sessionInstance?.logout();
+    await this.sessionInstance?.end();
     this.transportInstance?.close();
   }
 }

@@ -32,7 +32,7 @@ export function defaultProfilePath(env: NodeJS.ProcessEnv = process.env): string
 
 
 /** Writes `data` to `file` atomically (tmp, fsync, rename, fsync folder), mode 0600. */
-async function writeDurably(file: string, data: string): Promise<void> {
+export async function writeDurably(file: string, data: string): Promise<void> {
   const dir = path.dirname(file);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const tmp = `${file}.tmp-${process.pid}`;
@@ -89,6 +89,12 @@ export class ProfileStore {
     } catch (err) {
       throw new ClientError(`Cannot write the profile ${this.file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}.`);
     }
+  }
+
+  /** Where the login token of `username` is kept between runs, in the profile's folder. */
+  tokens(username: string): TokenStore {
+    const base = path.basename(this.file).replace(/\.json$/i, '');
+    return new TokenStore(path.join(path.dirname(this.file), `${base}.${username}.token`));
   }
 
   /** The delivery record of `username`, in the profile's folder. */
@@ -165,5 +171,48 @@ export class DeliveredRecord {
   async remove(): Promise<void> {
     await unlink(this.file).catch(() => undefined);
     this.ids = new Set();
+  }
+}
+
+/** A bearer token the server issued, for whom, and until when. */
+export interface SavedToken {
+  server: string;
+  username: string;
+  fingerprint: string;
+  token: string;
+  /** ISO date the server gave as its end. */
+  expiresAt: string;
+}
+
+/**
+ * The login token between runs, so that scripted use does not log in for every command:
+ * a 0600 file beside the profile (as safe as the profile, which already names the
+ * account), used only for the same server, username and key, and only until it expires.
+ * `kzymy-client logout` ends it on the server and removes the file.
+ */
+export class TokenStore {
+  constructor(readonly file: string) {}
+
+  /** The saved token if it is still good for at least `marginMs` and was issued to this identity. */
+  async load(who: { server: string; username: string; fingerprint: string }, now = Date.now(), marginMs = 30_000): Promise<string | null> {
+    let t: Partial<SavedToken>;
+    try {
+      t = JSON.parse(await readFile(this.file, 'utf8')) as Partial<SavedToken>;
+    } catch {
+      return null; // none, or unreadable: log in
+    }
+    if (t.server !== who.server || t.username !== who.username || t.fingerprint !== who.fingerprint) return null;
+    if (typeof t.token !== 'string' || typeof t.expiresAt !== 'string') return null;
+    const until = Date.parse(t.expiresAt);
+    return Number.isFinite(until) && until - marginMs > now ? t.token : null;
+  }
+
+  async save(t: SavedToken): Promise<void> {
+    // Not keeping it only costs a login next time: a failure here is not the run's.
+    await writeDurably(this.file, JSON.stringify(t) + '\n').catch(() => undefined);
+  }
+
+  async clear(): Promise<void> {
+    await unlink(this.file).catch(() => undefined);
   }
 }

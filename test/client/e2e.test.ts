@@ -395,6 +395,42 @@ describe('kzymy-client against a real kzymy server (loopback, --no-tor)', functi
     });
   });
 
+  describe('the login token between runs', function () {
+    const logins = () => srv.output().split('\n').filter((l) => l.includes('"evt":"token-issued"')).length;
+
+    it('scripted commands log in once and reuse the token (0600, beside the profile); a dead token means a new login; logout ends it', async function () {
+      const acct = await signup();
+      const file = acct.config.replace(/\.json$/, `.${acct.username}.token`);
+      const before = logins();
+      for (let i = 0; i < 8; i++) {
+        const r = await acct.run(['status']);
+        expect(r.code, r.stderr).to.equal(0);
+      }
+      expect(logins() - before).to.equal(1, 'eight commands, one login');
+      expect((await stat(file)).mode & 0o777).to.equal(0o600);
+      const saved = JSON.parse(await readFile(file, 'utf8')) as { token: string; username: string; fingerprint: string; expiresAt: string };
+      expect(saved).to.include({ username: acct.username, fingerprint: acct.key.fingerprint });
+      expect(Date.parse(saved.expiresAt)).to.be.greaterThan(Date.now());
+
+      // A token the server does not know (ended, or the server restarted): one new login, no error.
+      await writeFile(file, JSON.stringify({ ...saved, token: 'kzt_not-a-live-token' }), { mode: 0o600 });
+      const after = await acct.run(['status']);
+      expect(after.code, after.stderr).to.equal(0);
+      expect(logins() - before).to.equal(2);
+      expect((JSON.parse(await readFile(file, 'utf8')) as { token: string }).token).not.to.equal('kzt_not-a-live-token');
+
+      // logout ends it on the server and here.
+      const kept = (JSON.parse(await readFile(file, 'utf8')) as { token: string }).token;
+      const out = await acct.run(['logout']);
+      expect(out.code, out.stderr).to.equal(0);
+      expect(await stat(file).then(() => true, () => false)).to.equal(false);
+      const res = await fetch(`${server}/api/v1/account`, { headers: { authorization: `Bearer ${kept}` } });
+      expect(res.status).to.equal(401);
+      expect((await acct.run(['status'])).code).to.equal(0);
+      expect(logins() - before).to.equal(3);
+    });
+  });
+
   describe('one fetch per profile at a time', function () {
     /** A `fetch --watch` of this account, its output collected. */
     function watcher(acct: Account, out: string) {
