@@ -9,6 +9,7 @@ import { DEFAULT_PROXY } from '../client/target.js';
 import { printable } from '../client/errors.js';
 import { quietExperimentalCryptoWarnings } from './warnings.js';
 import { exitWith } from './errors.js';
+import { version } from './version.js';
 
 quietExperimentalCryptoWarnings();
 const PROG = 'kzymy-client';
@@ -24,6 +25,7 @@ const program = new Command(PROG)
   .description(
     'kzymy-client: fetch the mail a kzymy server keeps for you, over its onion address through Tor, and deliver it to a Maildir or an MDA.',
   )
+  .version(version(), '-V, --version', 'print the version of kzymy-client')
   .option('--config <file>', 'profile JSON (default $XDG_CONFIG_HOME/kzymy/client.json, else ~/.config/kzymy/client.json)')
   .option('--server <url>', "the server's onion address, http://....onion (saved in the profile)")
   .option('--username <name>', 'your kzymy username (saved)')

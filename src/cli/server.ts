@@ -8,6 +8,7 @@ import { quietExperimentalCryptoWarnings } from './warnings.js';
 import { exitWith, UsageError } from './errors.js';
 import * as op from './operator.js';
 import { runServer } from './server-app.js';
+import { version } from './version.js';
 
 quietExperimentalCryptoWarnings();
 const PROG = 'kzymy-server';
@@ -15,6 +16,7 @@ const out = (line: string): void => void process.stdout.write(line + "\n");
 
 const program = new Command(PROG)
   .description('kzymy: a receive-only mail exchanger that encrypts every message to its recipient\'s OpenPGP key.')
+  .version(version(), '-V, --version', 'print the version of kzymy-server')
   .option('-c, --config <file>', 'JSON configuration file (else $KZYMY_CONFIG, else built-in defaults)')
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();

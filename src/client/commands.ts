@@ -4,6 +4,7 @@ import { createInterface } from 'node:readline/promises';
 import { expectFingerprint, signup, type Policy } from './api.js';
 import type { Context } from './context.js';
 import { ClientError, printable, usageError } from './errors.js';
+import { humanBytes } from './format.js';
 
 export async function runSignup(ctx: Context): Promise<void> {
   if (!ctx.profile.server) throw usageError('signup needs --server http://....onion (the address of the kzymy server).');
@@ -35,8 +36,8 @@ export async function runStatus(ctx: Context): Promise<void> {
   const m = a.messages ?? { count: 0, bytes: 0, oldest: null };
   // Every value below came from the server: printable() keeps control characters off the terminal.
   ctx.out(printable(`account    ${a.username} (mail to anything@${a.mailDomain})`));
-  ctx.out(printable(`waiting    ${m.count} message${m.count === 1 ? '' : 's'}, ${m.bytes} bytes${m.oldest ? ` (oldest received ${m.oldest})` : ''}`));
-  if (typeof a.quotaBytes === 'number') ctx.out(`quota      ${a.quotaBytes} bytes`);
+  ctx.out(printable(`waiting    ${m.count} message${m.count === 1 ? '' : 's'}, ${humanBytes(m.bytes)}${m.oldest ? ` (oldest received ${m.oldest})` : ''}`));
+  if (typeof a.quotaBytes === 'number') ctx.out(`quota      ${humanBytes(a.quotaBytes)}`);
   ctx.out(printable(`key        ${a.fingerprint}${a.keyExpiresAt ? ` (expires ${a.keyExpiresAt})` : ' (no expiry)'}`));
   printPolicy(ctx, a);
 }

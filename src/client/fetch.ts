@@ -9,6 +9,7 @@ import { ClientError, DeliveryError, EXIT_TEMPFAIL, printable } from './errors.j
 import type { Gnupg } from './gnupg.js';
 import type { DeliveredRecord } from './state.js';
 import { lockProfile } from './lock.js';
+import { humanBytes } from './format.js';
 
 /** Lets SIGINT/SIGTERM end a run cleanly: after the current message, or out of a sleep at once. */
 export class Stopper {
@@ -136,7 +137,7 @@ function plural(n: number, word: string): string {
 /** One sentence about a run, or null when nothing happened. */
 export function summary(r: FetchResult, where: string): string | null {
   const parts: string[] = [];
-  if (r.delivered > 0) parts.push(`${plural(r.delivered, 'message')} (${r.bytes} bytes) delivered to ${where}`);
+  if (r.delivered > 0) parts.push(`${plural(r.delivered, 'message')} (${humanBytes(r.bytes)}) delivered to ${where}`);
   if (r.acknowledgedOnly > 0) parts.push(`${plural(r.acknowledgedOnly, 'message')} delivered by an earlier run acknowledged`);
   if (parts.length === 0 && r.failures.length === 0) return r.waiting === 0 ? 'no mail waiting' : null;
   return parts.join('; ') || null;

@@ -162,6 +162,15 @@ describe('kzymy-server command line', function () {
     }
   });
 
+  it('prints its version with --version and -V', async function () {
+    const pkg = JSON.parse(await readFile(path.resolve(import.meta.dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const r = await cli([flag]);
+      expect(r.code).to.equal(0);
+      expect(r.stdout).to.equal(`${pkg.version}\n`);
+    }
+  });
+
   it('start refuses a web host that is not loopback, with a sentence', async function () {
     const r = await cli(['start', '--config', cfg], { KZYMY_WEB_HOST: '0.0.0.0', KZYMY_SMTP_PORT: '0' });
     expect(r.code).to.equal(1);

@@ -131,7 +131,7 @@ describe('kzymy-client against a real kzymy server (loopback, --no-tor)', functi
       const out = path.join(work, 'out-decrypted');
       const r = await acct.run(['fetch', '--maildir', out, '--decrypt']);
       expect(r.code, r.stderr).to.equal(0);
-      expect(r.stdout).to.match(/^4 messages \(\d+ bytes\) delivered to /);
+      expect(r.stdout).to.match(/^4 messages \(\d+(\.\d)? KiB\) delivered to /);
       expect(r.stderr).to.equal('');
       const files = await delivered(out);
       expect(files).to.have.length(4);
@@ -174,7 +174,9 @@ describe('kzymy-client against a real kzymy server (loopback, --no-tor)', functi
       const r = await acct.run(['status']);
       expect(r.code, r.stderr).to.equal(0);
       expect(r.stdout).to.match(/^account +[a-z0-9]+ /m);
-      expect(r.stdout).to.match(/^waiting +1 message, \d+ bytes/m);
+      // Sizes for people, not byte counts.
+      expect(r.stdout).to.match(/^waiting +1 message, \d+(\.\d)? KiB/m);
+      expect(r.stdout).to.match(/^quota +\d+(\.\d)? [MG]iB$/m);
       expect(r.stdout).to.include(acct.key.fingerprint);
     });
   });
@@ -226,7 +228,7 @@ describe('kzymy-client against a real kzymy server (loopback, --no-tor)', functi
       // The killed run could not give its profile lock back: the next one waits it out.
       const next = await afterLock(() => acct.run(['fetch', '--maildir', out, '--decrypt']));
       expect(next.code, next.stderr).to.equal(0);
-      expect(next.stdout).to.match(/1 message \(\d+ bytes\) delivered to .*; 1 message delivered by an earlier run acknowledged/);
+      expect(next.stdout).to.match(/1 message \(\d+(\.\d)? (bytes|KiB)\) delivered to .*; 1 message delivered by an earlier run acknowledged/);
       const files = await delivered(out);
       expect(files).to.have.length(2);
       for (const s of [a, b]) expect(files.filter((f) => f.includes(Buffer.from(s.mark))), s.mark).to.have.length(1);

@@ -126,6 +126,15 @@ describe('kzymy-client: where it may connect', function () {
       expect(await stat(file).then(() => true, () => false)).to.equal(false, 'no profile written by a failed run');
     });
 
+    it('prints its version with --version and -V', async function () {
+      const pkg = JSON.parse(await readFile(path.resolve(import.meta.dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+      for (const flag of ['--version', '-V']) {
+        const r = await runClient([flag]);
+        expect(r.code).to.equal(0);
+        expect(r.stdout).to.equal(`${pkg.version}\n`);
+      }
+    });
+
     it('answers usage mistakes with exit 2 and a sentence', async function () {
       const config = ['--config', path.join(dir, 'c.json')];
       const cases: Array<[string[], RegExp]> = [

@@ -212,7 +212,7 @@ describe('e2e: signup and pickup through a kzymy onion service on a private Tor 
 
     const fetched = await runClient([...base, 'fetch', '--decrypt', '--maildir', maildir], { onPid, traceLog: traces.fetch });
     expect(fetched.code, fetched.stderr + fetched.stdout).to.equal(0);
-    expect(fetched.stdout).to.match(/^2 messages \(\d+ bytes\) delivered to /);
+    expect(fetched.stdout).to.match(/^2 messages \(\d+(\.\d)? (bytes|KiB)\) delivered to /);
     const names = await readdir(path.join(maildir, 'new'));
     const files = await Promise.all(names.map((n) => readFile(path.join(maildir, 'new', n))));
     expect(files).to.have.length(2);
