@@ -7,6 +7,7 @@
 //   exit   close the registry and exit
 //   open, close  (mode "opener") open the registry now, close it
 // Tests start it with `spawnChild` below (`node --import tsx child.ts '<json options>'`).
+import { expect } from 'chai';
 import { createInterface } from 'node:readline';
 import { readdir, readlink } from 'node:fs/promises';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -250,4 +251,25 @@ if (process.argv[1] && path.resolve(process.argv[1]) === SELF) {
     say({ failed: String(err), code: err instanceof RegistryError ? err.code : undefined });
     process.exit(1);
   });
+}
+
+/** The RegistryError `p` rejects with (fails the test if it resolves or rejects otherwise). */
+export async function refusal(p: Promise<unknown>): Promise<RegistryError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).to.be.instanceOf(RegistryError);
+    return e as RegistryError;
+  }
+  throw new Error('expected a RegistryError');
+}
+
+/** Every change a child printed as acknowledged is in `reg`. */
+export function expectAcknowledged(reg: Registry, acks: Line[], what = ''): void {
+  const at = what ? `${what}: ` : '';
+  for (const l of acks) {
+    if (l.ack === 'add') expect(reg.get(l.username as string)?.fingerprint, `${at}signup ${String(l.fingerprint)}`).to.equal(l.fingerprint);
+    if (l.ack === 'alias') expect(reg.get(l.user as string)?.aliases, `${at}alias ${String(l.local)}`).to.include(l.local);
+    if (l.ack === 'disable') expect(reg.get(l.user as string)?.disabled, `${at}disable ${String(l.user)}`).to.equal(true);
+  }
 }

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { openRegistry, RegistryError, type Registry, type User } from '../../src/registry/index.js';
 import type { LowdbRegistry } from '../../src/registry/lowdb.js';
 import { tempDir } from '../helpers/env.js';
-import { spawnChild, reap, key, openFilesUnder, type Child, type Line } from './child.js';
+import { spawnChild, reap, key, openFilesUnder, expectAcknowledged, type Child, type Line } from './child.js';
 
 const sorted = (users: readonly User[]) => [...users].sort((a, b) => a.username.localeCompare(b.username));
 const compactor = (r: Registry) => r as unknown as LowdbRegistry;
@@ -24,14 +24,6 @@ async function journals(dataDir: string): Promise<number[]> {
     .filter((m) => m !== null)
     .map((m) => Number(m[1]))
     .sort((a, b) => a - b);
-}
-
-function expectAcknowledged(reg: Registry, acks: Line[], what: string): void {
-  for (const l of acks) {
-    if (l.ack === 'add') expect(reg.get(l.username as string)?.fingerprint, `${what}: signup ${String(l.fingerprint)}`).to.equal(l.fingerprint);
-    if (l.ack === 'alias') expect(reg.get(l.user as string)?.aliases, `${what}: alias ${String(l.local)}`).to.include(l.local);
-    if (l.ack === 'disable') expect(reg.get(l.user as string)?.disabled, `${what}: disable`).to.equal(true);
-  }
 }
 
 describe('registry: compaction with other writers', () => {

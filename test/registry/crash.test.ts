@@ -6,15 +6,7 @@ import { appendFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { openRegistry, type Registry } from '../../src/registry/index.js';
 import { tempDir } from '../helpers/env.js';
-import { spawnChild, reap, key, currentJournal, type Child, type Line } from './child.js';
-
-function expectAcknowledged(reg: Registry, acks: Line[]): void {
-  for (const l of acks) {
-    if (l.ack === 'add') expect(reg.get(l.username as string)?.fingerprint, `signup ${String(l.fingerprint)}`).to.equal(l.fingerprint);
-    if (l.ack === 'alias') expect(reg.get(l.user as string)?.aliases, `alias ${String(l.local)}`).to.include(l.local);
-    if (l.ack === 'disable') expect(reg.get(l.user as string)?.disabled, `disable ${String(l.user)}`).to.equal(true);
-  }
-}
+import { spawnChild, reap, key, currentJournal, expectAcknowledged, type Child, type Line } from './child.js';
 
 describe('registry: a writer killed mid-change', () => {
   let dir: string;

@@ -9,17 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { openRegistry, RegistryError, type Registry } from '../../src/registry/index.js';
 import { createLogger } from '../../src/config/log.js';
 import { tempDir } from '../helpers/env.js';
-import { spawnChild, reap, key, currentJournal, openFilesUnder, type Child } from './child.js';
-
-async function refusal(p: Promise<unknown>): Promise<RegistryError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).to.be.instanceOf(RegistryError);
-    return e as RegistryError;
-  }
-  throw new Error('expected a RegistryError');
-}
+import { spawnChild, reap, key, currentJournal, openFilesUnder, refusal, type Child } from './child.js';
 
 function expectDamaged(e: RegistryError, file: string): void {
   expect(e.code).to.equal('damaged');

@@ -9,19 +9,9 @@ import path from 'node:path';
 import { openRegistry, RegistryError, type Registry } from '../../src/registry/index.js';
 import type { LowdbRegistry } from '../../src/registry/lowdb.js';
 import { inCI, tempDir } from '../helpers/env.js';
-import { key, openFilesUnder } from './child.js';
+import { key, openFilesUnder, refusal } from './child.js';
 
 const run = promisify(execFile);
-
-async function refusal(p: Promise<unknown>): Promise<RegistryError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).to.be.instanceOf(RegistryError);
-    return e as RegistryError;
-  }
-  throw new Error('expected a RegistryError');
-}
 
 /** Writes `file` until the file system is full. */
 async function fill(file: string): Promise<void> {

@@ -3,9 +3,9 @@
 import { expect } from 'chai';
 import { readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { openRegistry, registryExists, RegistryError, type Registry } from '../../src/registry/index.js';
+import { openRegistry, registryExists, type Registry } from '../../src/registry/index.js';
 import { tempDir } from '../helpers/env.js';
-import { spawnChild, reap, type Child } from './child.js';
+import { spawnChild, reap, refusal, type Child } from './child.js';
 
 const armored = (n: number) => `-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQINBF${n}xyz+/=\n=ab${n}\n-----END PGP PUBLIC KEY BLOCK-----\n`;
 
@@ -51,16 +51,6 @@ const legacyUsers = [
 
 // As kzymy 0.1 wrote it: JSON.stringify(data, null, 2) and a newline.
 const legacyText = (users: unknown[] = legacyUsers) => `${JSON.stringify({ version: 1, users }, null, 2)}\n`;
-
-async function refusal(p: Promise<unknown>): Promise<RegistryError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).to.be.instanceOf(RegistryError);
-    return e as RegistryError;
-  }
-  throw new Error('expected a RegistryError');
-}
 
 describe('registry: migration from the registry.json of 0.1', () => {
   let dir: string;

@@ -1,20 +1,11 @@
 import { expect } from 'chai';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { openRegistry, RegistryError, allows, randomUsername, normalizeLocalPart } from '../../src/registry/index.js';
+import { openRegistry, allows, randomUsername, normalizeLocalPart } from '../../src/registry/index.js';
 import { tempDir } from '../helpers/env.js';
+import { refusal } from './child.js';
 
 export const key = (fp: string) => ({ fingerprint: fp, publicKey: `-----BEGIN PGP PUBLIC KEY BLOCK-----\n${fp}\n`, keyExpiresAt: null });
-
-async function refusal(p: Promise<unknown>): Promise<RegistryError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).to.be.instanceOf(RegistryError);
-    return e as RegistryError;
-  }
-  throw new Error('expected a RegistryError');
-}
 
 describe('registry', () => {
   let dir: string;

@@ -78,6 +78,7 @@ export async function startTestServer(
     clock,
     close: async () => {
       await server.close();
+      await registry.close();
       await cleanup();
     },
   };

@@ -36,6 +36,7 @@ describe('web: listener', function () {
     };
   });
   after(async () => {
+    await deps?.registry.close();
     await cleanup?.();
   });
 
