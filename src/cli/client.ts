@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // kzymy-client: the user's command line. Thin: commander parses, src/client does
 // the work. Every request goes through Tor (socks5h) unless --no-tor names a loopback server.
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, Help, InvalidArgumentError, Option } from 'commander';
 import { runAliases, runCatchAll, runDeleteAccount, runKeyUpdate, runSignup, runStatus } from '../client/commands.js';
 import { Context, type GlobalOptions } from '../client/context.js';
 import { runFetch } from '../client/fetch.js';
@@ -19,6 +19,38 @@ function seconds(value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n < 1) throw new InvalidArgumentError('give a number of seconds, at least 1.');
   return n;
+}
+
+/** The options each command reads, beyond --help; the rest stay out of its --help. */
+const CONNECT = ['--config', '--server', '--username', '--key', '--gnupghome', '--proxy', '--no-tor', '--quiet'];
+const DELIVER = ['--maildir', '--mda', '--decrypt', '--no-decrypt', '--crlf', '--no-crlf', '--watch'];
+const APPLIES: Record<string, Set<string>> = Object.fromEntries(
+  Object.entries({
+    signup: CONNECT.filter((o) => o !== '--username').concat(['--maildir', '--mda', '--decrypt', '--no-decrypt', '--crlf', '--no-crlf']),
+    fetch: [...CONNECT, ...DELIVER],
+    status: CONNECT,
+    aliases: CONNECT,
+    'aliases list': CONNECT,
+    'aliases add': CONNECT,
+    'aliases remove': CONNECT,
+    'aliases block': CONNECT,
+    'catch-all': CONNECT,
+    key: CONNECT,
+    'key update': CONNECT,
+    logout: CONNECT,
+    'delete-account': CONNECT,
+  }).map(([k, v]) => [k, new Set(v)]),
+);
+
+function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c && c.parent; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+/** "Example:" lines under a command's --help. */
+function examples(...lines: string[]): string {
+  return `\nExample${lines.length > 1 ? 's' : ''}:\n${lines.map((l) => `  $ ${l}`).join('\n')}`;
 }
 
 const program = new Command(PROG)
@@ -40,7 +72,15 @@ const program = new Command(PROG)
   .option('--no-decrypt', 'deliver the PGP/MIME file as stored (saved)')
   .option('--watch <seconds>', 'fetch: poll forever, every SECONDS with random jitter, until SIGINT/SIGTERM', seconds)
   .option('-q, --quiet', 'print only errors')
-  .configureHelp({ showGlobalOptions: true })
+  .configureHelp({
+    showGlobalOptions: true,
+    // A command's --help lists only the options it reads (they are parsed anywhere).
+    visibleGlobalOptions(cmd: Command): Option[] {
+      const all = Help.prototype.visibleGlobalOptions.call(this, cmd);
+      const wanted = APPLIES[commandPath(cmd)];
+      return wanted ? all.filter((o) => wanted.has(o.long ?? '')) : all;
+    },
+  })
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride()
   .addHelpText(
@@ -68,52 +108,76 @@ function withContext(fn: (ctx: Context, cmd: Command) => Promise<void>) {
 program
   .command('signup')
   .description('sign up with a key from your GnuPG keyring (needs --server and --key); saves the profile')
+  .addHelpText('after', examples(
+    'kzymy-client signup --server http://ONION.onion --key FINGERPRINT --maildir ~/Maildir',
+    'kzymy-client signup --no-tor --server http://127.0.0.1:8080 --key FINGERPRINT   # a server on this machine',
+  ))
   .action(withContext((ctx) => runSignup(ctx)));
 
 program
   .command('fetch')
   .description('download waiting mail, deliver each message (--maildir or --mda), then have it deleted on the server')
+  .addHelpText('after', examples(
+    'kzymy-client fetch                      # with the saved profile',
+    'kzymy-client fetch --maildir ~/Maildir --decrypt',
+    "kzymy-client fetch --mda 'procmail' --watch 300",
+  ))
   .action(withContext((ctx) => runFetch(ctx)));
 
 program
   .command('status')
   .description('how many messages wait and their size; key and address policy')
+  .addHelpText('after', examples('kzymy-client status'))
   .action(withContext((ctx) => runStatus(ctx)));
 
 const aliases = program.command('aliases').description('address policy: which local parts arrive');
-aliases.command('list').description('show catch-all, aliases and blocked local parts').action(withContext((ctx) => runAliases(ctx, 'list')));
+aliases.addHelpText('after', examples('kzymy-client aliases add shop', 'kzymy-client aliases block newsletter', 'kzymy-client aliases list'));
+aliases
+  .command('list')
+  .description('show catch-all, aliases and blocked local parts')
+  .addHelpText('after', examples('kzymy-client aliases list'))
+  .action(withContext((ctx) => runAliases(ctx, 'list')));
 aliases
   .command('add')
   .argument('<local-part>', 'e.g. shop for shop@USERNAME.DOMAIN')
   .description('let this local part arrive (also with catch-all off); unblocks it')
+  .addHelpText('after', examples('kzymy-client aliases add shop      # shop@USERNAME.DOMAIN arrives'))
   .action(withContext((ctx, cmd) => runAliases(ctx, 'add', cmd.args[0])));
 aliases
   .command('remove')
   .argument('<local-part>')
   .description('remove it from the aliases and from the blocked list')
+  .addHelpText('after', examples('kzymy-client aliases remove shop'))
   .action(withContext((ctx, cmd) => runAliases(ctx, 'remove', cmd.args[0])));
 aliases
   .command('block')
   .argument('<local-part>')
   .description('refuse mail to this local part, even with catch-all on')
+  .addHelpText('after', examples('kzymy-client aliases block newsletter'))
   .action(withContext((ctx, cmd) => runAliases(ctx, 'block', cmd.args[0])));
 
 program
   .command('catch-all')
   .argument('<on|off>', 'on: every local part arrives except blocked ones; off: only aliases')
   .description('switch the catch-all')
+  .addHelpText('after', examples('kzymy-client catch-all off   # only aliases arrive'))
   .action(withContext((ctx, cmd) => runCatchAll(ctx, cmd.args[0] ?? '')));
 
-const key = program.command('key').description("the account's OpenPGP key");
+const key = program
+  .command('key')
+  .description("the account's OpenPGP key")
+  .addHelpText('after', examples('kzymy-client key update'));
 key
   .command('update')
   .option('--new-key <keyid>', 'move the account to another key in your keyring (authorised by the current one)')
   .description('upload the key again from your keyring (e.g. a new expiry date), or rotate to --new-key')
+  .addHelpText('after', examples('kzymy-client key update     # after gpg --quick-set-expire FINGERPRINT 2y', 'kzymy-client key update --new-key NEW_FINGERPRINT'))
   .action(withContext((ctx, cmd) => runKeyUpdate(ctx, cmd.opts<{ newKey?: string }>().newKey)));
 
 program
   .command('logout')
   .description('end the login token kept between runs (it would otherwise end by itself within 30 minutes)')
+  .addHelpText('after', examples('kzymy-client logout'))
   .action(
     withContext(async (ctx) => {
       await ctx.session().logout();
@@ -125,6 +189,7 @@ program
   .command('delete-account')
   .option('--yes', 'do not ask: required when not on a terminal')
   .description('delete the account with all its waiting mail, for good')
+  .addHelpText('after', examples('kzymy-client delete-account', 'kzymy-client delete-account --yes   # from a script'))
   .action(withContext((ctx, cmd) => runDeleteAccount(ctx, Boolean(cmd.opts<{ yes?: boolean }>().yes))));
 
 program.parseAsync(process.argv).then(

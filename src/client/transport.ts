@@ -109,12 +109,8 @@ export class Transport {
       }
       return this.notKzymy(res.status);
     }
-    let message = err.message.trim();
-    if (res.status === 429) {
-      const after = Number(res.headers['retry-after']);
-      if (Number.isFinite(after) && after > 0) message += ` (the server asks to wait ${Math.ceil(after)} s)`;
-    }
-    return new ApiError(res.status, err.code, message);
+    // A 429 sentence names its one wait time itself (the Retry-After value): nothing added.
+    return new ApiError(res.status, err.code, err.message.trim());
   }
 
   private notKzymy(status: number): ClientError {

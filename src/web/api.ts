@@ -9,7 +9,7 @@ import { codeMatches, encryptChallenge, hashCode, newCode, randomId } from './ch
 import { onionHost, serverFor, type Web } from './context.js';
 import { WebError } from './errors.js';
 import { readJson } from './body.js';
-import { limit } from './ratelimit.js';
+import { limit, tooMany, tryAgainIn } from './ratelimit.js';
 import { challengeServer, checkKey, confirmSignup, findSignup, REGISTERED, startSignup } from './signup.js';
 
 function auth(ctx: Context): AuthState {
@@ -112,7 +112,7 @@ export function apiRouter(web: Web): Router {
       if (err instanceof WebError) throw err;
       const e = err as { name?: unknown; code?: unknown };
       logger.error({ evt: 'auth-failed', step: what, err: { name: String(e.name ?? 'Error'), code: e.code === undefined ? undefined : String(e.code) } }, 'auth');
-      throw new WebError(503, 'auth-unavailable', `The server could not complete this ${what} right now; nothing was changed. Try again in a minute, and tell the operator if it keeps failing.`, { 'Retry-After': '60' });
+      throw new WebError(503, 'auth-unavailable', `The server could not complete this ${what} right now; nothing was changed. ${tryAgainIn(60).replace(/\.$/, '')}, and tell the operator if it keeps failing.`, { 'Retry-After': '60' });
     }
   };
 
@@ -230,8 +230,8 @@ export function apiRouter(web: Web): Router {
     const { user } = auth(ctx);
     const key = await checkKey(web, str(body, 'publicKey', 'an ASCII-armored public key'), () => {
       const now = web.now();
-      limit(web.buckets.keyUser.take(user.username, now), 'Too many keys sent for this account. Wait a few minutes and try again.');
-      limit(web.buckets.keyCheck.take(now), 'Too many keys are being checked right now. Wait a minute and try again.');
+      limit(web.buckets.keyUser.take(user.username, now), 'Too many keys sent for this account.');
+      limit(web.buckets.keyCheck.take(now), 'Too many keys are being checked right now.');
     });
     const record = keyRecord(key);
     if (key.fingerprint === user.fingerprint) {
@@ -253,7 +253,7 @@ export function apiRouter(web: Web): Router {
     // One pending rotation per user: a new request replaces the previous one.
     web.rotations.deleteWhere((r) => r.username === user.username);
     if (!web.rotations.set(rotationId, { username: user.username, key, codeHash: hashCode(code) }, expiresAt, now)) {
-      throw new WebError(429, 'rate-limited', 'Too many key changes are waiting right now. Try again in a few minutes.', { 'Retry-After': '60' });
+      throw tooMany('Too many key changes are waiting right now.', 60);
     }
     ctx.status = 202;
     ctx.body = { status: 'confirm', rotationId, fingerprint: key.fingerprint, challenge, expiresAt: new Date(expiresAt).toISOString() };

@@ -26,7 +26,7 @@ import {
 } from './challenge.js';
 import { acceptsServerName, onionHost, requestHost, type FallbackChallenge, type Web } from './context.js';
 import { WebError } from './errors.js';
-import { limit } from './ratelimit.js';
+import { limit, tooMany, tryAgainIn } from './ratelimit.js';
 
 export const DISABLED = 'This account is disabled by the operator. Mail is not accepted for it and it cannot be used.';
 
@@ -143,7 +143,7 @@ async function fallbackChallenge(web: Web, user: User, key: PublicKey, server: s
     // it is not charged; loopback names (any of 127.0.0.0/8, with any port) share a budget,
     // so that churning through them cannot use up what the onion name needs.
     if (server !== onionHost(web)) {
-      limit(web.buckets.challengeEncrypt.take(now), 'Too many logins are waiting right now. Try again in a minute.');
+      limit(web.buckets.challengeEncrypt.take(now), 'Too many logins are waiting right now.');
     }
     const date = await encryptionDate(key, web.date());
     const code = newCode();
@@ -157,7 +157,7 @@ async function fallbackChallenge(web: Web, user: User, key: PublicKey, server: s
     const current = (web.fallbacks.get(slot, now) ?? []).filter((f) => f.fingerprint === user.fingerprint && f.expiresAt > now);
     const kept = [...current.slice(-1), entry];
     if (!web.fallbacks.set(slot, kept, entry.expiresAt, now)) {
-      throw new WebError(429, 'rate-limited', 'Too many logins are waiting right now. Try again in a few minutes.', { 'Retry-After': '60' });
+      throw tooMany('Too many logins are waiting right now.', 60);
     }
     return entry;
   })();
@@ -198,7 +198,7 @@ export async function createChallenge(web: Web, username: unknown, host: string)
 
 const BAD_CHALLENGE = 'This challenge is unknown, expired or already used. Ask for a new challenge.';
 const BAD_PROOF = 'The signature or code does not prove the registered key for this challenge. Ask for a new challenge and try again.';
-const TOO_MANY_FAILED = 'Too many failed logins for this account. Wait a minute and try again.';
+const TOO_MANY_FAILED = 'Too many failed logins for this account.';
 
 /** Largest armored signature looked at. */
 const MAX_SIGNATURE_CHARS = 8 * 1024;
@@ -292,7 +292,7 @@ export async function issueToken(web: Web, req: TokenRequest, host: string): Pro
   // Checked again after the awaits above: the first right answer wins, a replay does not.
   if (web.usedChallenges.get(id, now)) throw new WebError(401, 'bad-challenge', BAD_CHALLENGE);
   if (!web.usedChallenges.set(id, true, parsed.expiresAt, now)) {
-    throw new WebError(503, 'unavailable', 'Too many logins are under way right now. Try again in a few minutes.', { 'Retry-After': '60' });
+    throw new WebError(503, 'unavailable', `Too many logins are under way right now. ${tryAgainIn(60)}`, { 'Retry-After': '60' });
   }
   if (req.code !== undefined) web.fallbacks.deleteWhere((_v, k) => k.startsWith(`${user.username}\n`));
   const token = randomId('kzt_');

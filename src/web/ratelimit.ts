@@ -58,7 +58,24 @@ export class KeyedLimiter {
   }
 }
 
+/** "Try again in 40 seconds." / "in 2 minutes.": the one wait time a refusal names. */
+export function tryAgainIn(seconds: number): string {
+  const s = Math.max(1, Math.ceil(seconds));
+  if (s < 90) return `Try again in ${s} second${s === 1 ? '' : 's'}.`;
+  const m = Math.ceil(s / 60);
+  return `Try again in ${m} minutes.`;
+}
+
+/**
+ * A 429 refusal: REASON (a sentence without a wait time) followed by the one wait time,
+ * the same number as the Retry-After header, so a page or client never shows two.
+ */
+export function tooMany(reason: string, wait: number, code = 'rate-limited'): WebError {
+  const seconds = Math.max(1, Math.ceil(wait));
+  return new WebError(429, code, `${reason} ${tryAgainIn(seconds)}`, { 'Retry-After': String(seconds) });
+}
+
 /** Throws 429 with Retry-After when the bucket is empty. */
-export function limit(wait: number, message = 'Too many requests right now. Wait a little and try again.'): void {
-  if (wait > 0) throw new WebError(429, 'rate-limited', message, { 'Retry-After': String(wait) });
+export function limit(wait: number, reason = 'Too many requests right now.'): void {
+  if (wait > 0) throw tooMany(reason, wait);
 }

@@ -5,7 +5,7 @@ import { RegistryError, type User } from '../registry/index.js';
 import { codeMatches, encryptChallenge, hashCode, newCode, randomId } from './challenge.js';
 import { requestHost, type PendingSignup, type Web } from './context.js';
 import { WebError } from './errors.js';
-import { limit } from './ratelimit.js';
+import { limit, tooMany } from './ratelimit.js';
 import { deliverEncrypted, welcomeMail } from './mail.js';
 
 export const REGISTERED =
@@ -76,7 +76,7 @@ export function challengeServer(host: string): string {
 export async function startSignup(web: Web, input: string | Uint8Array, host: string): Promise<PendingSignup> {
   const server = challengeServer(host);
   const key = await checkKey(web, input, () =>
-    limit(web.buckets.signup.take(web.now()), 'Too many signups are being started right now. Wait a minute and try again.'),
+    limit(web.buckets.signup.take(web.now()), 'Too many signups are being started right now.'),
   );
   const code = newCode();
   const challenge = await encryptChallenge(key.key, { purpose: 'signup', server, username: '-', fingerprint: key.fingerprint, code });
@@ -91,7 +91,7 @@ export async function startSignup(web: Web, input: string | Uint8Array, host: st
     attemptsLeft: web.limits.signupAttempts,
   };
   if (!web.signups.set(pending.id, pending, pending.expiresAt, now)) {
-    throw new WebError(429, 'rate-limited', 'Too many signups are waiting right now. Try again in a few minutes.', { 'Retry-After': '300' });
+    throw tooMany('Too many signups are waiting right now.', 300);
   }
   web.deps.logger.info({ evt: 'signup-started' }, 'signup');
   return pending;

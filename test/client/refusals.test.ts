@@ -156,11 +156,20 @@ describe('kzymy-client: where it may connect', function () {
       }
     });
 
-    it('has --help on every command', async function () {
-      for (const cmd of [[], ['signup'], ['fetch'], ['status'], ['aliases'], ['aliases', 'add'], ['catch-all'], ['key', 'update'], ['delete-account']]) {
+    it('has --help on every command, with an example, listing only the options that command reads', async function () {
+      const commands = [['signup'], ['fetch'], ['status'], ['aliases'], ['aliases', 'list'], ['aliases', 'add'], ['aliases', 'remove'], ['aliases', 'block'], ['catch-all'], ['key', 'update'], ['logout'], ['delete-account']];
+      for (const cmd of [[], ...commands]) {
         const r = await runClient([...cmd, '--help']);
-        expect(r.code, cmd.join(' ')).to.equal(0);
-        expect(r.stdout).to.match(/^Usage: kzymy-client/);
+        const what = cmd.join(' ') || '(none)';
+        expect(r.code, what).to.equal(0);
+        expect(r.stdout, what).to.match(/^Usage: kzymy-client/);
+        if (cmd.length === 0) continue;
+        expect(r.stdout, what).to.match(new RegExp(`\\nExamples?:\\n  \\$ kzymy-client ${cmd.join(' ')}`));
+        // Delivery options belong to fetch (and to signup, which saves them), nowhere else.
+        const delivers = cmd[0] === 'fetch' || cmd[0] === 'signup';
+        expect(r.stdout.includes('--maildir'), `${what} lists --maildir`).to.equal(delivers);
+        expect(r.stdout.includes('--watch'), `${what} lists --watch`).to.equal(cmd[0] === 'fetch');
+        expect(r.stdout.includes('--username'), `${what} lists --username`).to.equal(cmd[0] !== 'signup');
       }
     });
   });

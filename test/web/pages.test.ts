@@ -326,7 +326,14 @@ describe('web: signup rate limit', function () {
       body: JSON.stringify({ publicKey: k.publicArmored }),
     });
     expect(res.status).to.equal(429);
-    expect(((await res.json()) as { error: { code: string } }).error.code).to.equal('rate-limited');
+    const error = ((await res.json()) as { error: { code: string; message: string } }).error;
+    expect(error.code).to.equal('rate-limited');
+    // One wait time, the Retry-After value, in the sentence of the page and of the API.
+    for (const [text, after] of [[third.body, third.res.headers.get('retry-after')], [error.message, res.headers.get('retry-after')]]) {
+      const waits = String(text).match(/\b(?:in|wait) (?:a |\d+ )?(?:few )?(?:seconds?|minutes?)\b/gi) ?? [];
+      expect(waits, String(text)).to.have.length(1);
+      expect(waits[0]).to.equal(`in ${after} seconds`);
+    }
   });
 });
 
