@@ -1,6 +1,7 @@
 // How both command lines end on a problem: one sentence on stderr, a meaningful exit
 // code, never a stack trace. KZYMY_DEBUG=1 adds the stack for developers.
 import { ConfigError } from '../config/index.js';
+import { systemErrorSentence } from '../config/errno.js';
 
 /** Wrong usage: exit 2. */
 export class UsageError extends Error {
@@ -11,7 +12,9 @@ export class UsageError extends Error {
 export function exitWith(prog: string, err: unknown): never {
   let code = 1;
   let text: string;
+  const system = systemErrorSentence(err);
   if (err instanceof ConfigError) text = err.message;
+  else if (system !== null && !(typeof (err as { exitCode?: unknown }).exitCode === 'number')) text = system;
   else if (err instanceof Error && err.name !== 'Error' && !/^[A-Z]/.test(err.message)) {
     text = `unexpected ${err.name}: ${err.message}`;
   } else if (err instanceof Error) {

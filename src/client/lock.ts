@@ -6,6 +6,7 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
+import { errnoPhrase } from '../config/errno.js';
 import { ClientError } from './errors.js';
 
 /** Exit status of a run that found another one at work on its profile (as fetchmail's 8). */
@@ -45,6 +46,6 @@ export async function lockProfile(profileFile: string, onLost: (err: ClientError
         EXIT_LOCKED,
       );
     }
-    throw new ClientError(`Cannot lock the profile ${profileFile} (${(err as NodeJS.ErrnoException).code ?? 'error'}): is its folder writable?`);
+    throw new ClientError(`Cannot lock the profile ${profileFile} (${errnoPhrase(err) ?? 'an unknown error'}): is its folder writable?`);
   }
 }

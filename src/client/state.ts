@@ -5,6 +5,7 @@ import { chmod, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { fsyncPath } from '../maildir/index.js';
+import { errnoPhrase } from '../config/errno.js';
 import { ClientError } from './errors.js';
 
 export interface Profile {
@@ -57,7 +58,7 @@ export class ProfileStore {
       text = await readFile(this.file, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
-      throw new ClientError(`Cannot read the profile ${this.file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}.`);
+      throw new ClientError(`Cannot read the profile ${this.file}: ${errnoPhrase(err) ?? String(err)}.`);
     }
     let parsed: unknown;
     try {
@@ -87,7 +88,7 @@ export class ProfileStore {
     try {
       await writeDurably(this.file, JSON.stringify(clean, null, 2) + '\n');
     } catch (err) {
-      throw new ClientError(`Cannot write the profile ${this.file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}.`);
+      throw new ClientError(`Cannot write the profile ${this.file}: ${errnoPhrase(err) ?? String(err)}.`);
     }
   }
 
@@ -124,7 +125,7 @@ export class DeliveredRecord {
       this.ids = new Set(lines.filter((l) => l.length > 0));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        throw new ClientError(`Cannot read the delivery record ${this.file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}.`);
+        throw new ClientError(`Cannot read the delivery record ${this.file}: ${errnoPhrase(err) ?? String(err)}.`);
       }
       this.ids = new Set();
     }
@@ -152,7 +153,7 @@ export class DeliveredRecord {
       if (created) await fsyncPath(path.dirname(this.file));
     } catch (err) {
       throw new ClientError(
-        `Cannot write the delivery record ${this.file} (${(err as NodeJS.ErrnoException).code ?? String(err)}); the message was delivered but stays on the server.`,
+        `Cannot write the delivery record ${this.file} (${errnoPhrase(err) ?? String(err)}); the message was delivered but stays on the server.`,
       );
     }
     ids.add(id);

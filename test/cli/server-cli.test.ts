@@ -1,6 +1,7 @@
 // kzymy-server's command line as the operator uses it: real processes, real files.
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
+import net from 'node:net';
 import { readFile, writeFile, readdir, utimes, rename } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -176,6 +177,27 @@ describe('kzymy-server command line', function () {
     expect(r.code).to.equal(1);
     expect(r.stderr).to.match(/must stay on loopback/);
     expect(r.stderr).not.to.match(/\n\s+at /);
+  });
+
+  it('start on a port another program holds says so in a sentence, not EADDRINUSE', async function () {
+    // The other program: a real listener on the SMTP port, then on the web port.
+    const other = net.createServer();
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+    const port = String((other.address() as net.AddressInfo).port);
+    try {
+      const envs: Record<string, string>[] = [{ KZYMY_SMTP_HOST: '127.0.0.1', KZYMY_SMTP_PORT: port }, { KZYMY_SMTP_PORT: '0', KZYMY_WEB_PORT: port }];
+      for (const env of envs) {
+        const r = await cli(['start', '--config', cfg], env);
+        expect(r.code, r.stderr).to.equal(1);
+        const said = r.stderr.trim().split('\n').filter((l) => l.startsWith('kzymy-server:'));
+        expect(said, r.stderr).to.deep.equal([
+          `kzymy-server: Cannot listen on 127.0.0.1:${port}: the address is already in use by another program; stop that program or choose another port.`,
+        ]);
+        expect(r.stderr).not.to.match(/EADDRINUSE|\n\s+at /);
+      }
+    } finally {
+      await new Promise((resolve) => other.close(resolve));
+    }
   });
 
   it('keeps the registry as a folder: a lowdb snapshot, a journal and key files', async function () {

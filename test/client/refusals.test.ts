@@ -1,7 +1,7 @@
 // kzymy-client's transport rules: onion through Tor only; --no-tor only for a
 // loopback server; refusals are sentences that come before any network I/O.
 import { expect } from 'chai';
-import { readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { tempDir } from '../helpers/env.js';
 import { resolveTarget, isLoopbackHost, isOnionHost } from '../../src/client/target.js';
@@ -112,6 +112,25 @@ describe('kzymy-client: where it may connect', function () {
       expect(r.code).to.equal(75);
       expect(r.stderr).to.match(/cannot reach the kzymy server at http:\/\/127\.0\.0\.1:\d+: is kzymy-server running\?/);
       expectNoStack(r);
+    });
+
+    it('says what is wrong with a profile path in words, not ENOTDIR or EISDIR', async function () {
+      const { dir, cleanup } = await tempDir('kzymy-client-profile-');
+      try {
+        await writeFile(path.join(dir, 'file'), 'not a folder');
+        await mkdir(path.join(dir, 'folder.json'));
+        for (const [config, words] of [
+          [path.join(dir, 'file', 'client.json'), 'a part of the path is not a folder'],
+          [path.join(dir, 'folder.json'), 'it is a folder, not a file'],
+        ] as const) {
+          const r = await runClient(['--config', config, 'status']);
+          expect(r.code, r.stderr).to.equal(1);
+          expect(r.stderr.trim()).to.equal(`kzymy-client: Cannot read the profile ${config}: ${words}.`);
+          expect(r.stderr).not.to.match(/\bE[A-Z]{3,}\b/);
+        }
+      } finally {
+        await cleanup();
+      }
     });
 
     it('saves nothing from a run that failed: a mistyped option never becomes the default', async function () {
