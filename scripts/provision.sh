@@ -9,9 +9,9 @@
 #   prints the torrc provisioning installs for the system tor, and changes nothing
 # Environment, used when /etc/kzymy/config.json does not exist yet:
 #   KZYMY_DOMAIN     the mail domain (default kzymy.example.com: change it)
-# For the closing summary only:
-#   KZYMY_MX_HOST    the MX target name (default mx.DOMAIN)
-#   KZYMY_PUBLIC_IP  the public IPv4 address of port 25 (default: this machine's source address)
+#   KZYMY_MX_HOST    the MX target name (default mx.DOMAIN), kept as dns.mxHost
+#   KZYMY_PUBLIC_IP  the public addresses of port 25 (IPv4, IPv6; comma-separated), kept as
+#                    dns.addresses; the DNS records printed at the end use them
 #
 # Idempotent: a second run changes nothing unless the project or the packaged files
 # changed, and then restarts only what is affected.
@@ -152,6 +152,13 @@ install -d -m 0750 -o root -g kzymy "$ETC"
 if [[ ! -f $CONFIG ]]; then
 	domain=${KZYMY_DOMAIN:-kzymy.example.com}
 	[[ $domain =~ ^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$ ]] || die "KZYMY_DOMAIN \"$domain\" is not a domain name."
+	mx_host=${KZYMY_MX_HOST:-mx.$domain}
+	[[ $mx_host =~ ^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$ ]] || die "KZYMY_MX_HOST \"$mx_host\" is not a host name."
+	addresses=
+	for a in ${KZYMY_PUBLIC_IP//,/ }; do
+		[[ $a =~ ^[0-9A-Fa-f:.]+$ ]] || die "KZYMY_PUBLIC_IP \"$a\" is not an IP address."
+		addresses+="${addresses:+, }\"$a\""
+	done
 	put 0640 root kzymy "$CONFIG" <<-EOF
 		{
 		  "domain": "$domain",
@@ -160,6 +167,7 @@ if [[ ! -f $CONFIG ]]; then
 		  "smtp": { "host": "0.0.0.0", "port": 25 },
 		  "web": { "host": "$WEB_HOST", "port": $WEB_PORT },
 		  "tor": { "manage": false, "hostnameFile": "$HS_DIR/hostname" },
+		  "dns": { "mxHost": "$mx_host", "addresses": [$addresses] },
 		  "log": { "level": "info" }
 		}
 	EOF
@@ -234,15 +242,10 @@ if [[ -r $HS_DIR/hostname ]]; then
 else
 	onion="not known yet: tor writes $HS_DIR/hostname when it first runs"
 fi
-mx=${KZYMY_MX_HOST:-mx.$domain}
-ip=${KZYMY_PUBLIC_IP:-}
-if [[ -n $ip ]]; then
-	ip_note="$ip is the address you gave (KZYMY_PUBLIC_IP)."
-else
-	ip=PUBLIC-IPV4
-	seen=$(ip -4 -o route get 192.0.2.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' || true)
-	ip_note="PUBLIC-IPV4: the public address that reaches port 25 here${seen:+ (this machine sees itself as $seen; behind NAT, as in Vagrant, that is not it)}."
-fi
+# The records come from the configuration (dns.mxHost, dns.addresses): the same as
+# `kzymy-server dns` prints at any time.
+records=$(cd / && runuser -u kzymy -- /usr/bin/node "$APP/dist/cli/server.js" dns --config "$CONFIG") ||
+	die "kzymy-server dns failed; run it to see why."
 cat <<EOF
 
 kzymy appliance provisioned.
@@ -250,11 +253,8 @@ kzymy appliance provisioned.
   mail domain:                                    $domain
   configuration: $CONFIG   data: $DATA   logs: journalctl -u kzymy
 
-DNS records to create:
-  *.$domain.  IN MX 10 $mx.
-  $mx.  IN A  $ip
-  $domain.  IN MX 10 $mx.    (optional: for postmaster@$domain)
-$ip_note
+DNS records to create (kzymy-server dns prints them again at any time):
+$records
 EOF
 if [[ $domain == kzymy.example.com ]]; then
 	printf '\nThe domain is still the placeholder: set "domain" in %s and run: systemctl restart kzymy\n' "$CONFIG"

@@ -397,12 +397,17 @@ if grep -E '^provision: (wrote|building|installing|created|restarting)' "$CACHE/
 	fail "provision.sh on the booted system changed or restarted something (see $CACHE/provision-3.log)."
 fi
 grep -qF "http://$onion/" "$CACHE/provision-3.log" || fail "provision.sh on the booted system did not print the onion address."
-grep -qF "*.$DOMAIN.  IN MX 10 mx.$DOMAIN." "$CACHE/provision-3.log" || fail "provision.sh did not print the wildcard MX record."
+grep -Eq "^\*\.$DOMAIN\. +IN MX +10 mx\.$DOMAIN\. " "$CACHE/provision-3.log" || fail "provision.sh did not print the wildcard MX record."
 sed -n '/^kzymy appliance provisioned/,$p' "$CACHE/provision-3.log"
 inside journalctl -u kzymy.service -b -o cat --no-pager | grep -qF "$onion" ||
 	fail "kzymy.service did not log the onion address: the service cannot read $hostname_file."
 check_out=$(inside /usr/local/bin/kzymy-server check 2>&1) || fail "kzymy-server check failed on the appliance: $check_out"
 grep -qF "${onion%.onion}" <<<"$check_out" || fail "kzymy-server check does not show the onion address: $check_out"
+dns_out=$(inside /usr/local/bin/kzymy-server dns 2>&1) || fail "kzymy-server dns failed on the appliance: $dns_out"
+for want in "^\*\.$DOMAIN\. +IN MX +10 mx\.$DOMAIN\. " "^mx\.$DOMAIN\. +IN A +" "^\*\.$DOMAIN\. +IN TXT +\"v=spf1 -all\""; do
+	grep -Eq "$want" <<<"$dns_out" || fail "kzymy-server dns on the appliance lacks a record matching $want: $dns_out"
+done
+say "kzymy-server dns prints the MX, A and SPF records of $DOMAIN"
 
 phase "SMTP: user, message, ciphertext"
 GNUPG_DIR=$(mktemp -d /tmp/kzymy-appliance-gpg.XXXXXX)

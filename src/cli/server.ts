@@ -8,6 +8,7 @@ import { quietExperimentalCryptoWarnings } from './warnings.js';
 import { exitWith, UsageError } from './errors.js';
 import * as op from './operator.js';
 import { runServer } from './server-app.js';
+import { dnsPlan, formatPlan } from './dns.js';
 import { version } from './version.js';
 
 quietExperimentalCryptoWarnings();
@@ -112,6 +113,17 @@ program
     out(`users            ${s.users} (${s.active} active, ${s.disabled} disabled)`);
     out(`waiting mail     ${s.waiting} messages, ${s.bytes} bytes`);
     out(`oldest message   ${s.oldestAgeSeconds === null ? '-' : `${Math.floor(s.oldestAgeSeconds / 3600)} h ${Math.floor((s.oldestAgeSeconds % 3600) / 60)} min`}`);
+  });
+
+program
+  .command('dns')
+  .description('print the DNS records the mail domain needs (MX, A/AAAA of the MX host, SPF), from the configuration')
+  .option('--json', 'one JSON object: records and notes')
+  .addHelpText('after', '\nExample:\n  $ kzymy-server dns --config /etc/kzymy/config.json')
+  .action((o: { json?: boolean }, cmd: Command) => {
+    const plan = dnsPlan(config(cmd));
+    if (o.json) return out(JSON.stringify(plan));
+    for (const line of formatPlan(plan)) out(line);
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {

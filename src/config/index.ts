@@ -70,6 +70,14 @@ export interface LimitsConfig {
   memoryWaitMs: number;
 }
 
+/** What the public DNS should say about this machine; read by `kzymy-server dns` and `status --dns`. */
+export interface DnsConfig {
+  /** The name the MX records point at (default mx.DOMAIN). */
+  mxHost: string;
+  /** The public addresses that reach port 25 (IPv4 and IPv6); empty when not known. */
+  addresses: string[];
+}
+
 export interface Config {
   domain: string;
   dataDir: string;
@@ -80,6 +88,7 @@ export interface Config {
   web: WebConfig;
   tor: TorConfig;
   limits: LimitsConfig;
+  dns: DnsConfig;
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
   /** Where the configuration came from, for `check`. */
   source: { file: string | null };
@@ -118,6 +127,9 @@ export function isLoopbackHost(host: string): boolean {
 
 type Json = Record<string, unknown>;
 
+/** A DNS name: labels of letters, digits and hyphens, at most 200 characters here. */
+const DNS_NAME = /^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
 const KNOWN: Record<string, string[] | null> = {
   domain: null,
   dataDir: null,
@@ -140,6 +152,7 @@ const KNOWN: Record<string, string[] | null> = {
   web: ['host', 'port'],
   tor: ['manage', 'binary', 'hostnameFile', 'dataDir', 'extraConfig'],
   limits: ['maxMessageBytes', 'quotaBytes', 'minFreeBytes', 'retentionDays', 'memoryBufferBytes', 'memoryBudgetBytes', 'memoryWaitMs'],
+  dns: ['mxHost', 'addresses'],
   log: ['level'],
 };
 
@@ -236,11 +249,12 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   const torF = section('tor');
   const limF = section('limits');
   const logF = section('log');
+  const dnsF = section('dns');
 
   let domain = str('domain', fromFile.domain, 'kzymy.localhost');
   if (env.KZYMY_DOMAIN) domain = env.KZYMY_DOMAIN;
   domain = domain.toLowerCase().replace(/\.$/, '');
-  if (!/^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(domain)) {
+  if (!DNS_NAME.test(domain)) {
     problems.push(`The mail domain "${domain}" is not a valid DNS name.`);
   }
 
@@ -314,6 +328,19 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     problems.push(`The setting "limits.memoryBudgetBytes" must be at least twice "limits.memoryBufferBytes" (${2 * limits.memoryBufferBytes} bytes), or one transaction could hold more than the budget.`);
   }
 
+  let mxHost = (env.KZYMY_MX_HOST || str('dns.mxHost', dnsF.mxHost, `mx.${domain}`)).toLowerCase().replace(/\.$/, '');
+  if (!DNS_NAME.test(mxHost)) {
+    problems.push(`The MX host "${mxHost}" (dns.mxHost) is not a valid DNS name.`);
+    mxHost = `mx.${domain}`;
+  }
+  let addresses: string[] = [];
+  const addressesRaw: unknown = env.KZYMY_PUBLIC_IP !== undefined ? env.KZYMY_PUBLIC_IP.split(/[\s,]+/).filter(Boolean) : dnsF.addresses;
+  if (addressesRaw !== undefined) {
+    if (!Array.isArray(addressesRaw) || !addressesRaw.every((a) => typeof a === 'string' && net.isIP(a) !== 0)) {
+      problems.push(`The setting "dns.addresses" (KZYMY_PUBLIC_IP) must list IP addresses, such as ["203.0.113.25", "2001:db8::25"].`);
+    } else addresses = addressesRaw as string[];
+  }
+
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
   const levelRaw = env.KZYMY_LOG_LEVEL || str('log.level', logF.level, 'info');
   let level: Config['log']['level'] = 'info';
@@ -330,6 +357,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     web,
     tor,
     limits,
+    dns: { mxHost, addresses },
     log: { level },
     source: { file: file ? path.resolve(cwd, file) : null },
   };
