@@ -1,6 +1,8 @@
-// Three narrow adjustments to smtp-server 3.x that its options do not offer. Hand-written
-// because no option exists; guarded so that an incompatible smtp-server fails loudly at
-// start instead of misbehaving.
+// Three narrow adjustments to smtp-server that its options do not offer. Hand-written
+// because no option exists. package.json pins the exact smtp-server version they were
+// reviewed against, and at start (and in test/smtp/patches.test.ts) the source of every
+// method they replace or wrap is compared with the reviewed one: another smtp-server
+// refuses to start, naming what changed, instead of misbehaving.
 //
 // 1. The greeting pause. smtp-server waits a hard-coded 100 ms before "220" to catch
 //    clients that talk before the greeting ("early talkers"). kzymy makes the pause
@@ -10,19 +12,85 @@
 // 2. Enhanced status codes. smtp-server prefixes every reply with an enhanced code looked
 //    up from the basic code alone (550 -> 5.1.1), so "550 5.7.1 relay denied" would come
 //    out as "550 5.1.1 5.7.1 ...". A reply text that already starts with an enhanced code
-//    is sent as it is, and an over-long command line is reported as such.
+//    is sent as it is, and an over-long command line is reported as such. (Its option
+//    hideENHANCEDSTATUSCODES is no substitute: it drops the codes from smtp-server's own
+//    replies and the ENHANCEDSTATUSCODES keyword from EHLO.)
 // 3. Deadlines a trickle cannot stretch. smtp-server's only timer is the idle timeout,
 //    which every received byte restarts, and no option bounds how long a command line or
 //    a message may take. Each connection's command parser reports to a
 //    ConnectionDeadlines (deadlines.ts, which explains the rules): bytes arriving, a
 //    partial line kept, a whole line, the start of DATA; the connection's end stops it.
 //    Active when the server options carry commandTimeoutMs and minDataRate.
+import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { ConnectionDeadlines, type ConnectionState, type DeadlineOptions, type ParserState } from './deadlines.js';
 
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
 let applied = false;
+
+/** The smtp-server release the patches were reviewed against (pinned in package.json). */
+export const REVIEWED_VERSION = '3.21.6';
+
+/**
+ * SHA-256 (first 16 hex digits) of the source text of each method the patches replace,
+ * wrap or rely on, as in REVIEWED_VERSION: its ESM build, and its CommonJS build where
+ * that differs (test runners may load either). `init` is replaced by a copy, so any change
+ * to it matters; the others are wrapped, and their contract (arguments, fields) is what counts.
+ */
+const REVIEWED: Record<string, readonly string[]> = {
+  'SMTPConnection.init': ['1265a7d7ca8f5510'],
+  'SMTPConnection.send': ['c33568c0111a58b2'],
+  'SMTPConnection._getEnhancedStatusCode': ['c0488b13c4262983'],
+  'SMTPConnection._setListeners': ['cf07ab6f47db09ac'],
+  'SMTPConnection.connectionReady': ['361a2b1de88fbf67', '62c0ab75022331de'],
+  'SMTPConnection._createParser': ['15ca8c360137e06a', '64259b0d868642ea'],
+  'SMTPConnection._onCommand': ['41c8a1b7a32aa314'],
+  'SMTPConnection._onClose': ['097b8d221da5c5ad'],
+  'SMTPConnection.close': ['4b80aaabd134a732', '8b9a23413167403a'],
+  'SMTPStream._write': ['a72635ce53e24b3a'],
+  'SMTPStream.startDataMode': ['d007d5db8cb9dad7', '2f010f22ffb8d449'],
+};
+
+/** The installed smtp-server's version, from its package.json. */
+export function installedSmtpServerVersion(): string {
+  const require = createRequire(import.meta.url);
+  return (require('smtp-server/package.json') as { version: string }).version;
+}
+
+/** The methods named in REVIEWED as smtp-server defines them (taken before any patching). */
+function methodsNow(): Record<string, unknown> {
+  const protos: Record<string, Record<string, unknown>> = {
+    SMTPConnection: SMTPConnection.prototype as unknown as Record<string, unknown>,
+    SMTPStream: SMTPStream.prototype as unknown as Record<string, unknown>,
+  };
+  return Object.fromEntries(
+    Object.keys(REVIEWED).map((name) => {
+      const [cls, method] = name.split('.') as [string, string];
+      return [name, protos[cls]![method]];
+    }),
+  );
+}
+
+/** smtp-server's own methods, as loaded: this module is the only one that patches them. */
+const ORIGINALS: Readonly<Record<string, unknown>> = Object.freeze(methodsNow());
+
+/** smtp-server's unpatched methods by name, e.g. "SMTPStream.startDataMode". */
+export function originalMethods(): Record<string, unknown> {
+  return { ...ORIGINALS };
+}
+
+/** The methods whose source differs from the reviewed one (empty: the patches apply as reviewed). */
+export function reviewedDifferences(methods: Record<string, unknown> = ORIGINALS): string[] {
+  const changed: string[] = [];
+  for (const [name, digest] of Object.entries(REVIEWED)) {
+    const fn = methods[name];
+    const now = typeof fn === 'function' ? createHash('sha256').update(fn.toString()).digest('hex').slice(0, 16) : 'missing';
+    if (!digest.includes(now)) changed.push(name);
+  }
+  return changed;
+}
 
 interface ConnectionInternals extends ConnectionState {
   _server: {
@@ -72,12 +140,14 @@ function checkParser(): void {
 
 export function applySmtpServerPatches(): void {
   if (applied) return;
-  const proto = SMTPConnection.prototype as unknown as ConnectionInternals & Record<string, unknown>;
-  for (const name of ['init', 'send', '_setListeners', 'connectionReady', '_createParser', '_onCommand', '_onClose', 'close']) {
-    if (typeof proto[name] !== 'function') {
-      throw new Error(`This version of smtp-server lacks SMTPConnection.${name}; kzymy's patches need review.`);
-    }
+  const changed = reviewedDifferences();
+  if (changed.length) {
+    throw new Error(
+      `smtp-server ${installedSmtpServerVersion()} is not the ${REVIEWED_VERSION} that kzymy's patches (src/smtp/patches.ts) were reviewed against: ` +
+        `${changed.join(', ')} changed. Install smtp-server ${REVIEWED_VERSION} (npm ci), or review the patches for this version.`,
+    );
   }
+  const proto = SMTPConnection.prototype as unknown as ConnectionInternals & Record<string, unknown>;
   checkParser();
 
   proto.init = function init(this: ConnectionInternals) {
