@@ -2,8 +2,10 @@
 // an onion address through Tor's SOCKS5 port (socks5h: tor resolves the name, never local
 // DNS), or, for development and tests only, a loopback URL with --no-tor.
 import { createHash } from 'node:crypto';
-import net from 'node:net';
+import { isLoopbackHost } from '../config/hosts.js';
 import { usageError } from './errors.js';
+
+export { isLoopbackHost };
 
 export const DEFAULT_PROXY = 'socks5h://127.0.0.1:9050';
 
@@ -59,15 +61,6 @@ export function onionChecksumHolds(host: string): boolean {
   const bytes = base32Decode(label);
   if (!bytes || bytes.length !== 35 || bytes[34] !== 3) return false;
   return onionChecksum(bytes.subarray(0, 32)).equals(bytes.subarray(32, 34));
-}
-
-/** 127.0.0.0/8, ::1 and localhost. */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
-  if (h === 'localhost') return true;
-  if (net.isIPv4(h)) return h.startsWith('127.');
-  if (net.isIPv6(h)) return h === '::1' || h === '0:0:0:0:0:0:0:1';
-  return false;
 }
 
 /** Parses --server: an http:// URL; "abc...xyz.onion" alone is taken as http://abc...xyz.onion. */

@@ -3,6 +3,9 @@
 import { readFileSync, accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
+import { isLoopbackHost } from './hosts.js';
+
+export { isLoopbackHost };
 
 export interface SmtpConfig {
   host: string;
@@ -114,14 +117,6 @@ export function onPath(name: string, envPath = process.env.PATH ?? ''): boolean 
       // keep looking
     }
   }
-  return false;
-}
-
-/** Loopback: 127.0.0.0/8, ::1 or the name localhost. */
-export function isLoopbackHost(host: string): boolean {
-  if (host === 'localhost') return true;
-  if (net.isIPv4(host)) return host.startsWith('127.');
-  if (net.isIPv6(host)) return host === '::1' || host === '0:0:0:0:0:0:0:1';
   return false;
 }
 
