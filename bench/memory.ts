@@ -11,7 +11,7 @@
 //
 // This is a benchmark, not a test: it asserts no timing; it fails when a message is lost,
 // refused or unreadable, or when the server's RSS passes --max-rss.
-import { mkdtemp, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, statfs } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
@@ -21,7 +21,7 @@ import { gpgDecryptPgpMime } from '../test/helpers/gpg.js';
 import { buildWarning, kzymyCli, ROOT, serverEntry, startKzymy, writeKzymyConfig, type KzymyInstance } from './lib/kzymy.js';
 import { sendTransaction, type TransactionResult } from './lib/smtp.js';
 import { makeUsers } from './lib/users.js';
-import { cleanupAll, cleanUpOnSignals, cleanups, countFiles, fmt, loadAverage, now, procComm, procStatusKb, run } from './lib/util.js';
+import { cleanupAll, cleanUpOnSignals, cleanups, countFiles, fmt, loadAverage, now, procComm, procStatusKb, run, writeReportSection } from './lib/util.js';
 
 const defaults = loadConfig({ env: { PATH: '' } });
 
@@ -276,18 +276,7 @@ async function main(): Promise<void> {
   log('\n' + report + '\n');
   if (opt.out) {
     const file = path.resolve(opt.out);
-    let doc = '';
-    try {
-      doc = await readFile(file, 'utf8');
-    } catch {
-      // a new file
-    }
-    const at = doc.indexOf(SECTION);
-    if (at >= 0) {
-      const next = doc.indexOf('\n## ', at + SECTION.length);
-      doc = doc.slice(0, at) + report + '\n' + (next >= 0 ? doc.slice(next + 1) : '');
-    } else doc = (doc ? doc.replace(/\n*$/, '\n\n') : '') + report + '\n';
-    await writeFile(file, doc);
+    await writeReportSection(file, SECTION, report);
     log(`wrote ${path.relative(process.cwd(), file) || file}`);
   }
   if (sampler.aborted) throw new Error(`the server's RSS passed ${fmt(MB(MAX_RSS))} MB`);

@@ -16,14 +16,14 @@
 // A benchmark, not a test: it prints PASS/FAIL against the targets and exits 0 either way
 // (non-zero only when a measurement could not be made).
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { randomUsername } from '../src/registry/names.js';
 import { buildWarning, ROOT, serverEntry, startKzymy } from './lib/kzymy.js';
 import { fakeArmor, fakeFingerprint, OP_KINDS, type ChildJob, type ChildResult, type OpKind } from './lib/registry-child.js';
-import { cleanupAll, cleanUpOnSignals, cleanups, fmt, loadAverage, now, procStatusKb, run, sleep } from './lib/util.js';
+import { cleanupAll, cleanUpOnSignals, cleanups, fmt, loadAverage, now, procStatusKb, run, sleep, writeReportSection } from './lib/util.js';
 
 const { values: opt } = parseArgs({
   options: {
@@ -248,18 +248,7 @@ async function main(): Promise<void> {
   for (const [what, got, ok] of checks) log(`${ok ? 'PASS' : 'FAIL'}  ${what}: ${got}`);
   if (opt.out) {
     const file = path.resolve(opt.out);
-    let doc = '';
-    try {
-      doc = await readFile(file, 'utf8');
-    } catch {
-      // a new file
-    }
-    const at = doc.indexOf(SECTION);
-    if (at >= 0) {
-      const next = doc.indexOf('\n## ', at + SECTION.length);
-      doc = doc.slice(0, at) + report + '\n' + (next >= 0 ? doc.slice(next + 1) : '');
-    } else doc = (doc ? doc.replace(/\n*$/, '\n\n') : '') + report + '\n';
-    await writeFile(file, doc);
+    await writeReportSection(file, SECTION, report);
     log(`wrote ${path.relative(process.cwd(), file) || file}`);
   }
 }

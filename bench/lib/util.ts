@@ -145,3 +145,23 @@ export function cleanUpOnSignals(what: string): void {
     });
   }
 }
+
+/**
+ * Writes `report` (a Markdown section starting with the heading `section`) into FILE:
+ * in place of that section if FILE has it (up to the next "## " heading), else at its end.
+ */
+export async function writeReportSection(file: string, section: string, report: string): Promise<void> {
+  const { readFile, writeFile } = await import('node:fs/promises');
+  let doc = '';
+  try {
+    doc = await readFile(file, 'utf8');
+  } catch {
+    // a new file
+  }
+  const at = doc.indexOf(section);
+  if (at >= 0) {
+    const next = doc.indexOf('\n## ', at + section.length);
+    doc = doc.slice(0, at) + report + '\n' + (next >= 0 ? doc.slice(next + 1) : '');
+  } else doc = (doc ? doc.replace(/\n*$/, '\n\n') : '') + report + '\n';
+  await writeFile(file, doc);
+}
