@@ -117,7 +117,12 @@ describe('pgp: protected headers (wrap and restore)', function () {
     const pad = HEADER_SECTION_MAX - DH.length - 'X: \r\n\r\n'.length;
     const edge = msg(`X: ${'z'.repeat(pad)}\r\n\r\nb`);
     expect(protectBuffer(edge).length).to.be.greaterThan(edge.length);
-    expect(protectBuffer(msg(`X: ${'z'.repeat(pad + 1)}\r\n\r\nb`)).length).to.equal(edge.length + 1);
+    const over = msg(`X: ${'z'.repeat(pad + 1)}\r\n\r\nb`);
+    expect(protectBuffer(over).equals(over)).to.equal(true);
+    for (const size of [1, 4096, 100_000]) {
+      expect((await collect(protectPayload(chunksOf(edge, size)))).equals(protectBuffer(edge)), `edge, chunks of ${size}`).to.equal(true);
+      expect((await collect(protectPayload(chunksOf(over, size)))).equals(over), `over, chunks of ${size}`).to.equal(true);
+    }
     for (let i = 0; i < 20; i++) {
       const plaintext = Buffer.concat([msg('Subject: r\r\n\r\n'), randomBytes(1000 + i * 97)]);
       const payload = protectBuffer(plaintext);
