@@ -4,8 +4,8 @@ import { spawn } from 'node:child_process';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { fsyncPath } from '../maildir/index.js';
-import { restoreBuffer } from '../pgp/protected.js';
 import { nameWithSize, uniqueName } from '../maildir/names.js';
+import { restoreBuffer } from '../pgp/protected.js';
 import { ClientError, DeliveryError, EXIT_TEMPFAIL } from './errors.js';
 import type { Gnupg } from './gnupg.js';
 
