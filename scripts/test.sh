@@ -11,6 +11,7 @@ PACKAGES=(
   gnupg sq swaks postfix python3-dkim openssl tor chromium
   shellcheck nftables debootstrap systemd-container zstd vagrant
   strace rsync util-linux ca-certificates procps iproute2 libnet-ssleay-perl
+  notmuch neomutt tmux
 )
 
 missing=()

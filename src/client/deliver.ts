@@ -5,6 +5,7 @@ import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { fsyncPath } from '../maildir/index.js';
 import { nameWithSize, uniqueName } from '../maildir/names.js';
+import { restoreBuffer } from '../pgp/protected.js';
 import { ClientError, DeliveryError, EXIT_TEMPFAIL } from './errors.js';
 import type { Gnupg } from './gnupg.js';
 
@@ -150,7 +151,8 @@ export async function decryptPgpMime(gpg: Gnupg, file: Buffer, id: string): Prom
   const armored = armoredPart(file);
   if (!armored) throw new DeliveryError(`Message ${id} is not a PGP/MIME message; it was not decrypted.`);
   try {
-    return await gpg.decrypt(armored, `message ${id}`);
+    // The protected-headers wrapper comes off again: the plaintext exactly as it arrived.
+    return restoreBuffer(await gpg.decrypt(armored, `message ${id}`));
   } catch (err) {
     if (err instanceof ClientError && !(err instanceof DeliveryError)) throw new DeliveryError(err.message, err.exitCode);
     throw err;

@@ -1,3 +1,4 @@
-// Public face of src/pgp: key checks, a parsed-key cache, PGP/MIME encryption.
+// Public face of src/pgp: key checks, a parsed-key cache, PGP/MIME encryption, protected headers.
 export * from './keys.js';
 export * from './mime.js';
+export * from './protected.js';

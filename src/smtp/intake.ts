@@ -4,6 +4,9 @@
 // encrypted under a key kept in memory only (spool.ts), as it arrives. Either way the copies are
 // then made a few at a time (COPIES_AT_ONCE), each streaming through openpgp straight into its
 // file, so memory does not grow with the number of recipients. Plaintext never reaches a file.
+// What each copy encrypts is its delivery headers + the message, wrapped so that mail clients
+// show the original's Subject and From (src/pgp/protected.ts; the header section is held per
+// copy, at most HEADER_SECTION_MAX, inside ENCRYPTOR_BYTES).
 // Memory: a transaction first takes a lease on the process-wide budget (limits.memoryBudgetBytes)
 // for what it may hold, and waits, without reading, while the budget is spent.
 // Space: every copy reserves its bytes in the process-wide ledger as it writes them (space.ts).
@@ -21,6 +24,8 @@ import {
   deliveryHeaders,
   encryptBufferToPgpMime,
   encryptStreamToPgpMime,
+  protectBuffer,
+  protectPayload,
   type DeliveryInfo,
   type KeyCache,
 } from '../pgp/index.js';
@@ -253,11 +258,13 @@ export async function deliverMessage(
         deliverCopy(
           i,
           size <= BUFFERED_ENCRYPT_MAX
-            ? Buffer.concat([deliveryHeaders(info(recipients[i]!)), ...head])
-            : (async function* () {
-                yield deliveryHeaders(info(recipients[i]!));
-                yield* slices(head);
-              })(),
+            ? protectBuffer(Buffer.concat([deliveryHeaders(info(recipients[i]!)), ...head]))
+            : protectPayload(
+                (async function* () {
+                  yield deliveryHeaders(info(recipients[i]!));
+                  yield* slices(head);
+                })(),
+              ),
           signal,
         ),
       );
@@ -282,10 +289,12 @@ export async function deliverMessage(
     await allOrFirstFailure(n, COPIES_AT_ONCE, abort, (i, signal) =>
       deliverCopy(
         i,
-        (async function* () {
-          yield deliveryHeaders(info(recipients[i]!));
-          for await (const c of whole.read()) yield* slices([c]);
-        })(),
+        protectPayload(
+          (async function* () {
+            yield deliveryHeaders(info(recipients[i]!));
+            for await (const c of whole.read()) yield* slices([c]);
+          })(),
+        ),
         signal,
       ),
     );

@@ -3,7 +3,7 @@
 // delivered. The plaintext never touches the disk.
 import { randomBytes } from 'node:crypto';
 import type { User } from '../registry/index.js';
-import { encryptBufferToPgpMime } from '../pgp/index.js';
+import { encryptBufferToPgpMime, protectBuffer } from '../pgp/index.js';
 import type { Web } from './context.js';
 
 /** RFC 5322 date-time in UTC. */
@@ -41,7 +41,10 @@ export function buildMail(domain: string, mail: TextMail): Buffer {
 export async function deliverEncrypted(web: Web, user: User, plaintext: Buffer, date: Date): Promise<void> {
   const { keys, maildir, config } = web.deps;
   const key = await keys.get(user.fingerprint, user.keyId, () => web.deps.registry.publicKey(user));
-  const file = await encryptBufferToPgpMime(plaintext, { key, domain: config.domain, date });
+  // Wrapped like intake's mail, so that mail clients show its From and Subject.
+  const payload = protectBuffer(plaintext);
+  const file = await encryptBufferToPgpMime(payload, { key, domain: config.domain, date });
+  payload.fill(0);
   plaintext.fill(0);
   await maildir.deliver(user.username, file);
 }

@@ -11,6 +11,7 @@ import { chmod, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { requireBinaries, tempDir } from './env.js';
+import { restoreBuffer } from '../../src/pgp/protected.js';
 
 /** Keys kzymy must accept. */
 export type GoodGpgKeyKind =
@@ -327,9 +328,21 @@ export function parsePgpMime(file: Buffer | string): PgpMimeFile {
   return { header, fields, boundary, parts, armored: a[0] };
 }
 
-/** gpg --decrypt of the armored part of a PGP/MIME file. */
-export async function gpgDecryptPgpMime(gnupghome: string, file: Buffer | string): Promise<Buffer> {
+/** gpg --decrypt of the armored part of a PGP/MIME file: what a mail client sees. */
+export async function gpgDecryptPayload(gnupghome: string, file: Buffer | string): Promise<Buffer> {
   return gpgDecrypt(gnupghome, parsePgpMime(file).armored);
+}
+
+/**
+ * A stored file opened the way `kzymy-client fetch --decrypt` opens it: gpg --decrypt, then the
+ * protected-headers wrapper taken off. Throws if the payload has no wrapper (every file kzymy
+ * stores now has one, unless the header section is over 256 KiB).
+ */
+export async function gpgDecryptPgpMime(gnupghome: string, file: Buffer | string): Promise<Buffer> {
+  const payload = await gpgDecryptPayload(gnupghome, file);
+  const restored = restoreBuffer(payload);
+  if (restored.length === payload.length) throw new Error('the decrypted payload has no protected-headers wrapper');
+  return restored;
 }
 
 /** Stops the gpg-agent a test started in its own GNUPGHOME (call before removing the folder). */

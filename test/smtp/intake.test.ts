@@ -9,6 +9,7 @@ import { startServer, type RunningServer } from '../helpers/server.js';
 import { swaks, swaksWire } from '../helpers/swaks.js';
 import { GOOD_GPG_KEY_KINDS, gpg, makeGpgKey, makeSqKey, gpgDecryptPgpMime, parsePgpMime, sqDecrypt, type TestKey } from '../helpers/gpg.js';
 import { tempDir } from '../helpers/env.js';
+import { restoreBuffer } from '../../src/pgp/index.js';
 import { marker, rawMessage, newFiles, filesContaining } from '../helpers/mail.js';
 import { sendRaw } from '../helpers/smtp-client.js';
 
@@ -65,7 +66,11 @@ describe('SMTP intake (real server, swaks, gpg)', function () {
       const names = parsePgpMime(file).fields.map(([n]) => n.toLowerCase()).sort();
       expect(names).to.deep.equal(['content-type', 'date', 'message-id', 'mime-version', 'subject']);
       expectDelivered(await gpgDecryptPgpMime(key.gnupghome, file), msg, rcpt);
-      if (kind === 'sq') expectDelivered(await sqDecrypt(key.secretKeyFile, parsePgpMime(file).armored), msg, rcpt);
+      if (kind === 'sq') {
+        const payload = await sqDecrypt(key.secretKeyFile, parsePgpMime(file).armored);
+        expect(payload.toString('latin1')).to.match(/^Kzymy-Payload: v1; wrapper=\d+\r\nContent-Type: message\/rfc822;/);
+        expectDelivered(restoreBuffer(payload), msg, rcpt);
+      }
     });
   }
 

@@ -56,6 +56,8 @@ describe('web: key-expiry notices', function () {
     const stored = await readFile(files[0]!);
     expect(stored.toString()).not.to.include('expires on');
     const plain = (await gpgDecrypt(key.gnupghome, armoredPart(stored))).toString();
+    // Wrapped with protected headers like intake's mail: mail clients show its Subject.
+    expect(plain).to.match(/^Kzymy-Payload: v1; wrapper=\d+\r\nContent-Type: message\/rfc822;[^\r]*\r\n[^]*?\r\n\r\nReturn-Path: <>\r\n/);
     expect(plain).to.match(/^Subject: Your kzymy key expires on \d{4}-\d\d-\d\d/m);
     expect(plain).to.include(key.fingerprint);
     expect(plain).to.include('kzymy-client key update');
