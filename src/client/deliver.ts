@@ -284,9 +284,9 @@ export function reason(err: unknown): string {
     case 'EPERM':
       return 'permission denied (check the owner and mode of the folder)';
     case 'ENOSPC':
-      return 'the disk is full (free some space; the message stays on the server until then)';
+      return 'the disk is full (free some space)';
     case 'EDQUOT':
-      return 'the disk quota is exhausted (free some space; the message stays on the server until then)';
+      return 'the disk quota is exhausted (free some space)';
     case 'ENOTDIR':
       return 'a part of the path is not a folder';
     case 'EISDIR':

@@ -15,8 +15,8 @@ import path from 'node:path';
 import { readKey } from 'openpgp';
 import { encryptBufferToPgpMime } from '../../src/pgp/index.js';
 import { armoredPart, armoredStream, crlfToLf, peekHead, type Chunks } from '../../src/client/deliver.js';
-import { tempDir } from '../helpers/env.js';
-import { makeGpgKey, requireGpg, type TestKey } from '../helpers/gpg.js';
+import { inCI, tempDir } from '../helpers/env.js';
+import { makeGpgKey, requireGpg, run, type TestKey } from '../helpers/gpg.js';
 import { CLIENT_CLI, expectNoStack, ROOT, type ClientRun } from './helpers.js';
 
 const USERNAME = 'streamuserab';
@@ -276,6 +276,27 @@ describe('kzymy-client fetch streams each message (memory bounded, all or nothin
     expect(srv.deletes()).to.deep.equal(['mda.1']);
     expect(r.maxRssKiB, 'peak RSS (KiB)').to.be.below(200 * 1024);
     await expectNoSpool();
+  });
+
+  it('a Maildir whose disk fills up midway keeps nothing in tmp/, leaves the message on the server, and says so (exit 75)', async function () {
+    const skip = (why: string): void => {
+      if (inCI) throw new Error(`the full-disk test needs to mount a tmpfs: ${why}`);
+      this.skip();
+    };
+    if (process.getuid?.() !== 0) return skip('not root');
+    await mkdir(maildir);
+    const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=4m,mode=0700', 'tmpfs', maildir]);
+    if (mounted.code !== 0) return skip(`mount -t tmpfs failed: ${mounted.stderr.trim()}`);
+    try {
+      srv.messages.set('full.1', { listed: 8 * MiB, body: generated(8 * MiB) });
+      const r = await fetch(['--maildir', maildir]);
+      expect(r.code, r.stderr).to.equal(75);
+      expect(r.stderr).to.match(/^kzymy-client: Cannot write to the Maildir .*: the disk is full \(free some space\); the message stays on the server for the next run\.\n$/);
+      expectNoStack(r);
+      await expectNothingDelivered();
+    } finally {
+      await run('umount', [maildir]).then((u) => (u.code === 0 ? u : run('umount', ['-l', maildir])));
+    }
   });
 
   it('a server that sends another size than it listed is refused (exit 76), nothing delivered', async function () {
