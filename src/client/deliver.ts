@@ -1,9 +1,10 @@
 // Local delivery: into a Maildir per qmail's maildir(5), or to an MDA command
 // like getmail's MDA_external; and the --decrypt step that opens a PGP/MIME file.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import type { Readable, Writable } from 'node:stream';
 import { fsyncPath } from '../maildir/index.js';
 import { nameWithSize, uniqueName } from '../maildir/names.js';
 import { ClientError, DeliveryError, EXIT_TEMPFAIL } from './errors.js';
@@ -135,6 +136,15 @@ export class MaildirDestination implements Destination {
   }
 }
 
+/** SIGKILL to a detached child's whole process group. */
+function killGroup(child: { pid?: number }): void {
+  try {
+    if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
 /** Writes all of `chunk` (a write may take only part of it). */
 async function writeAll(fh: FileHandle, chunk: Buffer): Promise<void> {
   let at = 0;
@@ -151,8 +161,8 @@ async function writeAll(fh: FileHandle, chunk: Buffer): Promise<void> {
  * message is written with backpressure and stdin is closed (end of file) only after the
  * last chunk arrived intact. When the message fails midway (gpg finds the ciphertext
  * damaged, which it may do only after writing most of the plaintext), the MDA is killed
- * with SIGKILL while its stdin is still open, so it never sees the end of the message, and
- * the message counts as not delivered whatever it did. An MDA that delivers what it has
+ * with SIGKILL (its whole process group) while its stdin is still open, so that it never
+ * sees the end of the message, and the message counts as not delivered whatever it did. An MDA that delivers what it has
  * read before end of file is not one kzymy-client can make safe; procmail, maildrop,
  * dovecot-lda and `cat > file` read to end of file first.
  */
@@ -169,7 +179,21 @@ export class MdaDestination implements Destination {
     const env: NodeJS.ProcessEnv = { ...process.env, KZYMY_MESSAGE_ID: info.id };
     if (info.sender !== undefined) env.SENDER = info.sender;
     if (info.recipient !== undefined) env.RECIPIENT = info.recipient;
-    const child = spawn('/bin/sh', ['-c', this.command], { stdio: ['pipe', 'ignore', 'pipe'], env });
+    // Its own process group, so that a kill reaches every process of the command (a
+    // pipeline, a subshell), not only /bin/sh: none of them may see the end of its input.
+    const child = spawn('/bin/sh', ['-c', this.command], { stdio: ['pipe', 'ignore', 'pipe'], env, detached: true });
+    const killAll = (): void => killGroup(child);
+    // A client that exits now (a second SIGINT) must not leave the MDA a cut-short input.
+    process.on('exit', killAll);
+    try {
+      return await this.feed(child, message);
+    } finally {
+      process.off('exit', killAll);
+    }
+  }
+
+  private async feed(child: ChildProcessByStdio<Writable, null, Readable>, message: Buffer | Chunks): Promise<number> {
+    const killAll = (): void => killGroup(child);
     const err: Buffer[] = [];
     let errBytes = 0;
     child.stderr.on('data', (c: Buffer) => {
@@ -200,7 +224,7 @@ export class MdaDestination implements Destination {
         // the message (gpg's verdict at its end) is known before the MDA counts.
       }
     } catch (e) {
-      child.kill('SIGKILL');
+      killAll();
       await closed;
       throw e;
     }

@@ -386,8 +386,9 @@ describe('kzymy-client fetch streams each message (memory bounded, all or nothin
       srv.messages.set('bad.2', { listed: bad.length, body: fixed(bad) });
       const out = path.join(dir, 'mda');
       await mkdir(out);
-      // Files the message only once its input ended: a killed run never gets there.
-      const r = await fetch(['--decrypt', '--mda', `cat > '${out}/part' && mv '${out}/part' '${out}/msg'`]);
+      // Files the message only once its input ended: a killed MDA never gets there. A pipeline
+      // into a subshell: killing /bin/sh alone would leave the subshell to see end of input.
+      const r = await fetch(['--decrypt', '--mda', `cat | (cat > '${out}/part' && mv '${out}/part' '${out}/msg')`]);
       expect(r.code, r.stderr).to.equal(1);
       expect(r.stderr).to.match(/gpg could not decrypt message bad\.2/);
       // gpg wrote plaintext before it found the damage (the MDA was started on its first
