@@ -70,6 +70,8 @@ const program = new Command(PROG)
   .option('--mda <command>', 'deliver by running COMMAND with /bin/sh, one message on stdin; exit 0 = delivered, 75 = try later (saved)')
   .option('--decrypt', 'deliver the decrypted original message (gpg) instead of the PGP/MIME file (saved)')
   .option('--no-decrypt', 'deliver the PGP/MIME file as stored (saved)')
+  .option('--crlf', 'with --decrypt: keep the CRLF line ends of the mail as sent (default: LF, as for Unix tools) (saved)')
+  .option('--no-crlf', 'with --decrypt: deliver LF line ends (saved)')
   .option('--watch <seconds>', 'fetch: poll forever, every SECONDS with random jitter, until SIGINT/SIGTERM', seconds)
   .option('-q, --quiet', 'print only errors')
   .configureHelp({

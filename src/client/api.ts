@@ -7,7 +7,7 @@
 import type { TokenStore } from './state.js';
 import { ApiError, ClientError, printable, protocolError } from './errors.js';
 import type { Gnupg } from './gnupg.js';
-import { DOWNLOAD_LIMIT, type Transport } from './transport.js';
+import type { Download, Transport } from './transport.js';
 
 export interface Info {
   version: number;
@@ -321,16 +321,16 @@ export class Session {
     return list;
   }
 
-  /** The file as stored; null when it is gone (404 no-such-message). */
-  async download(id: string, onData?: (received: number) => void): Promise<Buffer | null> {
+  /**
+   * The file as stored, streamed (see Transport.download): its chunks throw when the
+   * transfer breaks or the server sends other than the `listed` size. null when it is gone
+   * (404 no-such-message).
+   */
+  async download(id: string, listed: number): Promise<Download | null> {
     return this.authed(async (token) => {
-      const res = await this.transport.request('GET', `/api/v1/messages/${encodeURIComponent(id)}`, {
-        token,
-        onData,
-        maxBytes: DOWNLOAD_LIMIT,
-      });
-      if (res.status === 200) return res.body;
-      const err = this.transport.apiError(res);
+      const r = await this.transport.download(`/api/v1/messages/${encodeURIComponent(id)}`, listed, token);
+      if ('download' in r) return r.download;
+      const err = this.transport.apiError(r.response);
       if (err instanceof ApiError && err.code === 'no-such-message') return null;
       throw err;
     });

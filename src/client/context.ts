@@ -53,6 +53,7 @@ export class Context {
     if (opts.maildir !== undefined) given.maildir = path.resolve(opts.maildir);
     if (opts.mda !== undefined) given.mda = opts.mda;
     if (opts.decrypt !== undefined) given.decrypt = opts.decrypt;
+    if (opts.crlf !== undefined) given.crlf = opts.crlf;
     const profile: Profile = { ...saved, ...given };
     if (given.maildir !== undefined) delete profile.mda;
     if (given.mda !== undefined) delete profile.maildir;

@@ -2,9 +2,10 @@
 // then acknowledge it (the server deletes it). A message is acknowledged only after its
 // delivery succeeded and was recorded, so a crash in between never delivers it twice.
 import cliProgress from 'cli-progress';
+import path from 'node:path';
 import type { Session } from './api.js';
 import type { Context } from './context.js';
-import { decryptPgpMime, envelopeOf, type Destination } from './deliver.js';
+import { decryptedMessage, envelopeOf, peekHead, Spool, type Chunks, type Destination } from './deliver.js';
 import { ClientError, DeliveryError, EXIT_TEMPFAIL, printable } from './errors.js';
 import type { Gnupg } from './gnupg.js';
 import type { DeliveredRecord } from './state.js';
@@ -68,6 +69,10 @@ export interface FetchDeps {
   record: DeliveredRecord;
   gpg: Gnupg;
   decrypt: boolean;
+  /** With decrypt: keep CRLF line ends (else CRLF -> LF). */
+  crlf: boolean;
+  /** Where a download is spooled (ciphertext) before it goes to an irrevocable destination. */
+  spoolDir: string;
   stopper: Stopper;
   progress: boolean;
 }
@@ -93,13 +98,10 @@ export async function fetchOnce(d: FetchDeps): Promise<FetchResult> {
         bar?.update(i + 1);
         continue;
       }
-      const file = await d.session.download(m.id);
+      const file = await d.session.download(m.id, m.size);
       if (file === null) continue; // acknowledged meanwhile (another client)
       try {
-        const message = d.decrypt ? await decryptPgpMime(d.gpg, file, m.id) : file;
-        const env = d.decrypt ? envelopeOf(message) : {};
-        await d.destination.deliver(message, { id: m.id, ...env });
-        if (d.decrypt) message.fill(0);
+        await deliverOne(d, m.id, file.chunks);
       } catch (err) {
         if (!(err instanceof DeliveryError)) throw err;
         if (err.exitCode === EXIT_TEMPFAIL) {
@@ -121,13 +123,37 @@ export async function fetchOnce(d: FetchDeps): Promise<FetchResult> {
       }
       await d.session.acknowledge(m.id);
       result.delivered++;
-      result.bytes += file.length;
+      result.bytes += file.size;
       bar?.update(i + 1);
     }
   } finally {
     bar?.stop();
   }
   return result;
+}
+
+/**
+ * One message from the server to the destination, streamed: resolves once it is delivered
+ * (durable or accepted), throws with nothing delivered otherwise. A Maildir takes the
+ * stream as it arrives (an incomplete one never leaves tmp/); an MDA only a download that
+ * arrived complete, spooled first (see MdaDestination).
+ */
+async function deliverOne(d: FetchDeps, id: string, download: Chunks): Promise<void> {
+  const spool = d.destination.irrevocable ? await Spool.fill(d.spoolDir, download) : null;
+  try {
+    const file = spool ? spool.chunks() : download;
+    if (!d.decrypt) {
+      await d.destination.deliver(file, { id });
+      return;
+    }
+    // SENDER and RECIPIENT for an MDA come from the top of the decrypted header.
+    const { head, message } = await peekHead(decryptedMessage(d.gpg, file, id, d.crlf));
+    const env = envelopeOf(head);
+    head.fill(0);
+    await d.destination.deliver(message, { id, ...env });
+  } finally {
+    await spool?.close();
+  }
 }
 
 function plural(n: number, word: string): string {
@@ -164,6 +190,8 @@ export async function runFetch(ctx: Context): Promise<void> {
     record: ctx.store.record(session.username),
     gpg: ctx.gpg(),
     decrypt: ctx.profile.decrypt === true,
+    crlf: ctx.profile.crlf === true,
+    spoolDir: path.dirname(ctx.store.file),
     stopper,
     progress: Boolean(process.stderr.isTTY) && !ctx.quiet,
   };

@@ -3,6 +3,7 @@
 // gpg's own words never reach the user raw: they become one sentence.
 import { spawn } from 'node:child_process';
 import { readlinkSync } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import { ClientError, printable } from './errors.js';
 
 export interface GnupgOptions {
@@ -29,6 +30,10 @@ export interface SecretKey {
   uid: string | null;
 }
 
+const DECRYPTION_OKAY = /\[GNUPG:\] DECRYPTION_OKAY/;
+/** How much of gpg's stderr (status lines) decryptStream() keeps: the end tells the outcome. */
+const STATUS_KEEP = 64 * 1024;
+
 const PASSPHRASE_RE = /No pinentry|Inappropriate ioctl|Operation cancelled|No passphrase given|Bad passphrase|pinentry|Timeout/i;
 
 export class Gnupg {
@@ -38,7 +43,8 @@ export class Gnupg {
     return this.opts.homedir ? `the GnuPG keyring in ${this.opts.homedir}` : 'your GnuPG keyring';
   }
 
-  private run(args: string[], input?: Buffer | string, maxStdout = Infinity): Promise<GpgRun> {
+  /** gpg's command line and environment for `args`: batch, status on fd 2, no pinentry off a terminal. */
+  private command(args: string[]): { argv: string[]; env: NodeJS.ProcessEnv } {
     const base = ['--batch', '--no-tty', '--status-fd', '2'];
     if (this.opts.homedir) base.push('--homedir', this.opts.homedir);
     if (!this.opts.interactive) base.push('--pinentry-mode', 'error');
@@ -51,8 +57,13 @@ export class Gnupg {
         // not Linux, or no terminal: gpg-agent uses what it has
       }
     }
+    return { argv: [...base, ...args], env };
+  }
+
+  private run(args: string[], input?: Buffer | string, maxStdout = Infinity): Promise<GpgRun> {
+    const { argv, env } = this.command(args);
     return new Promise((resolve, reject) => {
-      const child = spawn('gpg', [...base, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env });
+      const child = spawn('gpg', argv, { stdio: ['pipe', 'pipe', 'pipe'], env });
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       let size = 0;
@@ -72,10 +83,7 @@ export class Gnupg {
         out.push(c);
       });
       child.stderr.on('data', (c: Buffer) => err.push(c));
-      child.on('error', (e: NodeJS.ErrnoException) => {
-        if (e.code === 'ENOENT') reject(new ClientError('GnuPG is not installed (no gpg on PATH): apt-get install gnupg.'));
-        else reject(new ClientError(`Cannot run gpg: ${e.message}.`));
-      });
+      child.on('error', (e: NodeJS.ErrnoException) => reject(spawnError(e)));
       child.stdin.on('error', () => {}); // gpg may exit before reading everything; its status tells
       child.on('close', (code) =>
         resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8'), overflow }),
@@ -132,27 +140,85 @@ export class Gnupg {
       r.stdout.fill(0);
       return null;
     }
-    if (r.code === 0 && /\[GNUPG:\] DECRYPTION_OKAY/.test(r.stderr)) return r.stdout;
+    if (r.code === 0 && DECRYPTION_OKAY.test(r.stderr)) return r.stdout;
     r.stdout.fill(0);
-    const pkFailed = /\[GNUPG:\] ERROR pkdecrypt_failed/.test(r.stderr);
-    if (pkFailed && PASSPHRASE_RE.test(r.stderr)) {
-      throw new ClientError(
+    throw this.decryptFailure(r.stderr, what);
+  }
+
+  /**
+   * Decrypts an OpenPGP message read from `input` while it arrives, yielding gpg's output
+   * in chunks as gpg writes it (never held whole; with backpressure: gpg waits while the
+   * consumer does). Only a run that ends with gpg's exit 0 and DECRYPTION_OKAY completes:
+   * otherwise the iteration throws after the last chunk, with decrypt()'s sentences, so a
+   * consumer must treat what it got as void until then (gpg writes a tampered message's
+   * plaintext before it finds the damage). An error of `input` (a broken download) stops
+   * gpg and is thrown as it is. Stopping the iteration early kills gpg.
+   */
+  async *decryptStream(input: AsyncIterable<Buffer>, what: string): AsyncGenerator<Buffer> {
+    const { argv, env } = this.command(['--decrypt']);
+    const child = spawn('gpg', argv, { stdio: ['pipe', 'pipe', 'pipe'], env });
+    const spawned = new Promise<void>((resolve, reject) => {
+      child.once('spawn', resolve);
+      child.once('error', (e: NodeJS.ErrnoException) => reject(spawnError(e)));
+    });
+    const closed = new Promise<number>((resolve) => child.once('close', (code) => resolve(code ?? -1)));
+    // gpg's status lines: small, but a hostile message could make gpg say a lot; the end is kept.
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (t: string) => {
+      stderr = (stderr + t).slice(-STATUS_KEEP);
+    });
+    let inputError: { err: unknown } | null = null;
+    async function* source(): AsyncGenerator<Buffer> {
+      try {
+        yield* input;
+      } catch (err) {
+        inputError = { err };
+        throw err;
+      }
+    }
+    // gpg may exit before reading all of its input (bad data); its status then tells.
+    const feeding = pipeline(source(), child.stdin).catch(() => {
+      if (inputError) child.kill('SIGKILL');
+    });
+    let done = false;
+    try {
+      await spawned;
+      for await (const chunk of child.stdout as AsyncIterable<Buffer>) yield chunk;
+      const code = await closed;
+      await feeding;
+      if (inputError) throw (inputError as { err: unknown }).err;
+      if (code !== 0 || !DECRYPTION_OKAY.test(stderr)) throw this.decryptFailure(stderr, what);
+      done = true;
+    } finally {
+      if (!done) {
+        child.kill('SIGKILL');
+        await closed; // also emitted after a failed spawn
+      }
+    }
+  }
+
+  /** decrypt()'s sentence for gpg's status lines of a failed decryption. */
+  private decryptFailure(stderr: string, what: string): ClientError {
+    const pkFailed = /\[GNUPG:\] ERROR pkdecrypt_failed/.test(stderr);
+    if (pkFailed && PASSPHRASE_RE.test(stderr)) {
+      return new ClientError(
         `GnuPG needs the passphrase of your key to decrypt ${what} and cannot ask for it here: unlock the key with gpg-agent first (for example decrypt any message with gpg in a terminal, or use gpg-preset-passphrase), or use a key without a passphrase for automation.`,
       );
     }
-    if (/\[GNUPG:\] NO_SECKEY/.test(r.stderr) && !pkFailed) {
-      throw new ClientError(
+    if (/\[GNUPG:\] NO_SECKEY/.test(stderr) && !pkFailed) {
+      return new ClientError(
         `None of the secret keys in ${this.where()} can decrypt ${what}: it was encrypted to a key this keyring does not hold${this.opts.homedir ? '' : ' (give --gnupghome?)'}.`,
       );
     }
-    if (/\[GNUPG:\] NODATA|no valid OpenPGP data/i.test(r.stderr)) {
-      throw new ClientError(`${capitalize(what)} is not an OpenPGP message gpg can read.`);
+    if (/\[GNUPG:\] NODATA|no valid OpenPGP data/i.test(stderr)) {
+      return new ClientError(`${capitalize(what)} is not an OpenPGP message gpg can read.`);
     }
-    const last = r.stderr
+    const last = stderr
       .split('\n')
       .filter((l) => l.startsWith('gpg: ') && !/encrypted with|^\s/.test(l))
       .pop();
-    throw new ClientError(`gpg could not decrypt ${what}${last ? ` (${printable(last.slice(5).trim())})` : ''}.`);
+    return new ClientError(`gpg could not decrypt ${what}${last ? ` (${printable(last.slice(5).trim())})` : ''}.`);
   }
 
   /**
@@ -186,6 +252,11 @@ export class Gnupg {
       .pop();
     throw new ClientError(`gpg could not sign ${what}${last ? ` (${printable(last.slice(5).trim())})` : ''}.`);
   }
+}
+
+function spawnError(e: NodeJS.ErrnoException): ClientError {
+  if (e.code === 'ENOENT') return new ClientError('GnuPG is not installed (no gpg on PATH): apt-get install gnupg.');
+  return new ClientError(`Cannot run gpg: ${e.message}.`);
 }
 
 function capitalize(s: string): string {

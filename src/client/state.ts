@@ -20,9 +20,11 @@ export interface Profile {
   maildir?: string;
   mda?: string;
   decrypt?: boolean;
+  /** With decrypt: deliver CRLF line ends as on the wire (default: LF). */
+  crlf?: boolean;
 }
 
-const PROFILE_KEYS: Array<keyof Profile> = ['server', 'username', 'key', 'gnupghome', 'proxy', 'tor', 'maildir', 'mda', 'decrypt'];
+const PROFILE_KEYS: Array<keyof Profile> = ['server', 'username', 'key', 'gnupghome', 'proxy', 'tor', 'maildir', 'mda', 'decrypt', 'crlf'];
 
 /** $XDG_CONFIG_HOME/kzymy/client.json, else ~/.config/kzymy/client.json. */
 export function defaultProfilePath(env: NodeJS.ProcessEnv = process.env): string {
@@ -73,7 +75,7 @@ export class ProfileStore {
     for (const k of PROFILE_KEYS) {
       const v = (parsed as Record<string, unknown>)[k];
       if (v === undefined || v === null) continue;
-      const boolKey = k === 'tor' || k === 'decrypt';
+      const boolKey = k === 'tor' || k === 'decrypt' || k === 'crlf';
       if (boolKey ? typeof v !== 'boolean' : typeof v !== 'string') {
         throw new ClientError(`The profile ${this.file} has a bad "${k}" (expected ${boolKey ? 'true or false' : 'a string'}).`);
       }

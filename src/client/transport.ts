@@ -3,13 +3,17 @@
 // loopback server with --no-tor. Every failure becomes one sentence with an exit code.
 import http from 'node:http';
 import { SocksProxyAgent } from 'socks-proxy-agent';
-import { ApiError, ClientError, tempError } from './errors.js';
+import { ApiError, ClientError, protocolError, tempError } from './errors.js';
 import type { Target } from './target.js';
 
 /** Largest JSON answer read (the API's answers are small). */
 const MAX_JSON_BYTES = 4 * 1024 * 1024;
-/** Largest download read: a PGP/MIME file of a message at the server's 25 MiB limit is ~34 MiB. */
-const MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024;
+/**
+ * Largest download accepted. A download is streamed to its destination in chunks, never held
+ * whole, so this bounds disk use, not memory: a PGP/MIME file of a message at the server's
+ * default 25 MiB limit is ~34 MiB; a server listing more than 1 GiB is refused.
+ */
+const MAX_DOWNLOAD_BYTES = 1024 * 1024 * 1024;
 /** A connection idle this long is given up (tor circuits can be slow to build). */
 const IDLE_TIMEOUT_MS = 120_000;
 
@@ -17,6 +21,18 @@ export interface Response {
   status: number;
   headers: http.IncomingHttpHeaders;
   body: Buffer;
+}
+
+/** A streamed 200 answer: its chunks, checked against the size the server listed. */
+export interface Download {
+  /** Content-Length: the exact number of bytes `chunks` yields when the transfer completes. */
+  size: number;
+  /**
+   * The body in chunks, read once. It throws a ClientError when the transfer breaks
+   * (aborted, cut short of Content-Length: exit 75) or the server sends more than it
+   * listed (exit 76); stopping early closes the connection.
+   */
+  chunks: AsyncIterable<Buffer>;
 }
 
 export interface RequestOptions {
@@ -46,7 +62,55 @@ export class Transport {
   }
 
   /** A raw request; rejects only with a ClientError. */
-  request(method: string, path: string, opts: RequestOptions = {}): Promise<Response> {
+  async request(method: string, path: string, opts: RequestOptions = {}): Promise<Response> {
+    const { req, res } = await this.open(method, path, opts);
+    return this.collect(req, res, method, path, opts);
+  }
+
+  /**
+   * GET of a message: on 200 its body as a stream of chunks (never held whole), after
+   * checking that Content-Length is the size the server listed (`listed`) and within the
+   * download limit; any other answer as a Response (read whole: it is a small error).
+   */
+  async download(path: string, listed: number, token: string): Promise<{ status: 200; download: Download } | { status: number; response: Response }> {
+    const { req, res } = await this.open('GET', path, { token });
+    if (res.statusCode !== 200) return { status: res.statusCode ?? 0, response: await this.collect(req, res, 'GET', path, {}) };
+    const hostile = (why: string): ClientError => {
+      req.destroy();
+      return protocolError(`${this.describe()} ${why} (it may be compromised or misconfigured); nothing was delivered. Do not use this server, and tell its operator.`);
+    };
+    const length = Number(res.headers['content-length']);
+    if (!Number.isSafeInteger(length) || length < 0) throw hostile('sent a message without its length');
+    if (length !== listed) throw hostile(`sent a message of ${length} bytes that it listed as ${listed} bytes`);
+    if (length > MAX_DOWNLOAD_BYTES) throw hostile(`sent a message of ${length} bytes, more than the ${MAX_DOWNLOAD_BYTES} bytes kzymy-client accepts`);
+    const broke = (): ClientError => tempError(`The connection to ${this.describe()} broke during a transfer; try again later.`);
+    const networkError = (err: unknown): ClientError => this.networkError(err);
+    async function* chunks(): AsyncGenerator<Buffer> {
+      let received = 0;
+      let complete = false;
+      try {
+        for await (const chunk of res as AsyncIterable<Buffer>) {
+          received += chunk.length;
+          // node's HTTP parser never passes more than Content-Length; checked here all the same.
+          if (received > length) throw hostile(`sent more than the ${length} bytes it announced`);
+          yield chunk;
+        }
+        if (received !== length || !res.complete) throw broke();
+        complete = true;
+      } catch (err) {
+        if (err instanceof ClientError) throw err;
+        const code = (err as NodeJS.ErrnoException).code;
+        throw code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' ? broke() : networkError(err);
+      } finally {
+        // Given up early (the delivery failed) or broken: the connection is not reused.
+        if (!complete) req.destroy();
+      }
+    }
+    return { status: 200, download: { size: length, chunks: chunks() } };
+  }
+
+  /** Sends the request; resolves with the answer's head, its body not yet read. */
+  private open(method: string, path: string, opts: RequestOptions): Promise<{ req: http.ClientRequest; res: http.IncomingMessage }> {
     const url = new URL(this.target.server.href.replace(/\/$/, '') + path);
     const payload = opts.body === undefined ? null : Buffer.from(JSON.stringify(opts.body), 'utf8');
     const headers: Record<string, string> = { Accept: 'application/json', 'User-Agent': 'kzymy-client' };
@@ -55,37 +119,43 @@ export class Transport {
       headers['Content-Length'] = String(payload.length);
     }
     if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
-    const limit = opts.maxBytes ?? MAX_JSON_BYTES;
-    return new Promise<Response>((resolve, reject) => {
-      const req = http.request(url, { method, headers, agent: this.agent }, (res) => {
-        const chunks: Buffer[] = [];
-        let received = 0;
-        const lengthHeader = Number(res.headers['content-length']);
-        const total = Number.isFinite(lengthHeader) ? lengthHeader : null;
-        res.on('data', (chunk: Buffer) => {
-          received += chunk.length;
-          if (received > limit) {
-            req.destroy(new ClientError(`The server sent more than ${limit} bytes for ${method} ${path}; giving up.`));
-            return;
-          }
-          chunks.push(chunk);
-          opts.onData?.(received, total);
-        });
-        res.on('end', () => {
-          if (total !== null && received !== total) {
-            reject(tempError(`The connection to ${this.describe()} broke during a transfer; try again later.`));
-            return;
-          }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
-        });
-        res.on('aborted', () => reject(tempError(`The connection to ${this.describe()} broke during a transfer; try again later.`)));
-        res.on('error', (err) => reject(this.networkError(err)));
-      });
+    return new Promise((resolve, reject) => {
+      const req = http.request(url, { method, headers, agent: this.agent }, (res) => resolve({ req, res }));
       req.setTimeout(IDLE_TIMEOUT_MS, () =>
         req.destroy(tempError(`${this.describe()} did not answer within ${IDLE_TIMEOUT_MS / 1000} s; try again later.`)),
       );
       req.on('error', (err) => reject(this.networkError(err)));
       req.end(payload ?? undefined);
+    });
+  }
+
+  /** Reads a whole (small) answer, at most `opts.maxBytes`. */
+  private collect(req: http.ClientRequest, res: http.IncomingMessage, method: string, path: string, opts: RequestOptions): Promise<Response> {
+    const limit = opts.maxBytes ?? MAX_JSON_BYTES;
+    return new Promise<Response>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let received = 0;
+      const lengthHeader = Number(res.headers['content-length']);
+      const total = Number.isFinite(lengthHeader) ? lengthHeader : null;
+      req.on('error', (err) => reject(this.networkError(err)));
+      res.on('data', (chunk: Buffer) => {
+        received += chunk.length;
+        if (received > limit) {
+          req.destroy(new ClientError(`The server sent more than ${limit} bytes for ${method} ${path}; giving up.`));
+          return;
+        }
+        chunks.push(chunk);
+        opts.onData?.(received, total);
+      });
+      res.on('end', () => {
+        if (total !== null && received !== total) {
+          reject(tempError(`The connection to ${this.describe()} broke during a transfer; try again later.`));
+          return;
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
+      });
+      res.on('aborted', () => reject(tempError(`The connection to ${this.describe()} broke during a transfer; try again later.`)));
+      res.on('error', (err) => reject(this.networkError(err)));
     });
   }
 

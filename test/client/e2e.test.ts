@@ -30,13 +30,19 @@ async function delivered(maildir: string): Promise<Buffer[]> {
   return Promise.all(names.map((n) => readFile(path.join(maildir, 'new', n))));
 }
 
-/** The decrypted message is the original, byte for byte, after exactly the three delivery headers. */
-function expectOriginalWithDeliveryHeaders(decrypted: Buffer, original: Buffer, rcpt: string): void {
+/**
+ * The decrypted message is the original, byte for byte, after exactly the three delivery
+ * headers: with CRLF line ends as on the wire (gpg itself, fetch --decrypt --crlf), or
+ * with CRLF -> LF (fetch --decrypt, the default).
+ */
+function expectOriginalWithDeliveryHeaders(decrypted: Buffer, original: Buffer, rcpt: string, eol: '\n' | '\r\n' = '\n'): void {
   const text = decrypted.toString('latin1');
-  expect(text).to.match(/^Return-Path: <sender@example\.org>\r\nDelivered-To: [^\r\n]+\r\nReceived: from [^\r\n]+\r\n/);
-  expect(text.split('\r\n')[1]!.toLowerCase()).to.equal(`delivered-to: ${rcpt.toLowerCase()}`);
-  const headerEnd = text.indexOf('\r\n', text.indexOf('Received: ')) + 2;
-  expect(Buffer.compare(decrypted.subarray(headerEnd), original)).to.equal(0, 'the original bytes, unchanged');
+  const e = eol === '\n' ? '\\n' : '\\r\\n';
+  expect(text).to.match(new RegExp(`^Return-Path: <sender@example\\.org>${e}Delivered-To: [^\\r\\n]+${e}Received: from [^\\r\\n]+${e}`));
+  expect(text.split(eol)[1]!.toLowerCase()).to.equal(`delivered-to: ${rcpt.toLowerCase()}`);
+  const headerEnd = text.indexOf(eol, text.indexOf('Received: ')) + eol.length;
+  const want = eol === '\n' ? Buffer.from(original.toString('latin1').replace(/\r\n/g, '\n'), 'latin1') : original;
+  expect(Buffer.compare(decrypted.subarray(headerEnd), want)).to.equal(0, 'the original bytes, unchanged');
 }
 
 describe('kzymy-client against a real kzymy server (loopback, --no-tor)', function () {
@@ -165,8 +171,28 @@ describe('kzymy-client against a real kzymy server (loopback, --no-tor)', functi
       expect(Buffer.compare(files[0]!, stored)).to.equal(0);
       expect(files[0]!.includes(Buffer.from(s.mark))).to.equal(false);
       expect(parsePgpMime(files[0]!).fields.map(([n]) => n.toLowerCase())).to.include('content-type');
-      expectOriginalWithDeliveryHeaders(await gpgDecryptPgpMime(acct.key.gnupghome, files[0]!), s.msg, s.rcpt);
+      expectOriginalWithDeliveryHeaders(await gpgDecryptPgpMime(acct.key.gnupghome, files[0]!), s.msg, s.rcpt, '\r\n');
       expect(await waiting(acct)).to.equal(0);
+    });
+
+    it('fetch --decrypt --crlf keeps the CRLF line ends byte for byte; saved in the profile, --no-crlf undoes it', async function () {
+      const s = await send(acct, 'crlf');
+      const out = path.join(work, 'out-crlf');
+      const r = await acct.run(['fetch', '--maildir', out, '--decrypt', '--crlf', '--quiet']);
+      expect(r.code, r.stderr).to.equal(0);
+      const files = await delivered(out);
+      expect(files).to.have.length(1);
+      expectOriginalWithDeliveryHeaders(files[0]!, s.msg, s.rcpt, '\r\n');
+      expect(JSON.parse(await readFile(acct.config, 'utf8'))).to.include({ crlf: true, decrypt: true });
+      const lf = await send(acct, 'lf');
+      const again = await acct.run(['fetch', '--no-crlf', '--quiet']);
+      expect(again.code, again.stderr).to.equal(0);
+      const both = await delivered(out);
+      const mine = both.filter((f) => f.includes(Buffer.from(lf.mark)));
+      expect(mine).to.have.length(1);
+      expect(mine[0]!.includes(Buffer.from('\r\n'))).to.equal(false);
+      expectOriginalWithDeliveryHeaders(mine[0]!, lf.msg, lf.rcpt, '\n');
+      expect(JSON.parse(await readFile(acct.config, 'utf8'))).to.include({ crlf: false });
     });
 
     it('status tells how many messages wait and their size', async function () {

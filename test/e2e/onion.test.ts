@@ -210,7 +210,8 @@ describe('e2e: signup and pickup through a kzymy onion service on a private Tor 
     const sent = await swaks({ port: server!.srv.smtpPort, to: rcpt, data: msg });
     expect(sent.last, sent.transcript).to.match(/^250 /);
 
-    const fetched = await runClient([...base, 'fetch', '--decrypt', '--maildir', maildir], { onPid, traceLog: traces.fetch });
+    // --crlf: the line ends as sent, so that the original can be compared byte for byte.
+    const fetched = await runClient([...base, 'fetch', '--decrypt', '--crlf', '--maildir', maildir], { onPid, traceLog: traces.fetch });
     expect(fetched.code, fetched.stderr + fetched.stdout).to.equal(0);
     expect(fetched.stdout).to.match(/^2 messages \(\d+(\.\d)? (bytes|KiB)\) delivered to /);
     const names = await readdir(path.join(maildir, 'new'));
