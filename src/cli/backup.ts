@@ -90,6 +90,24 @@ function diskSentence(err: unknown, where: string, what: string): Error {
   return err as Error;
 }
 
+/**
+ * Runs fn with the effective user and group of dir's owner when this process is root.
+ * Opening a registry may create the journal file a writer moves on to; made by root, the
+ * server (running as its own user) could no longer append to it.
+ */
+async function asOwnerOf<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+  const st = process.geteuid?.() === 0 ? await stat(dir).catch(() => null) : null;
+  if (!st || st.uid === 0 || !process.seteuid || !process.setegid) return fn();
+  process.setegid(st.gid);
+  process.seteuid(st.uid);
+  try {
+    return await fn();
+  } finally {
+    process.seteuid(0);
+    process.setegid(0);
+  }
+}
+
 // --- backup ----------------------------------------------------------------------------
 
 export interface BackupOptions {
@@ -206,7 +224,7 @@ export async function backup(config: Config, target: string, opts: BackupOptions
   const createdAt = new Date();
 
   // 1. The registry, at one point in time (before the Maildirs: see the top of this file).
-  const reg = await exportRegistry(config.dataDir);
+  const reg = await asOwnerOf(path.join(config.dataDir, 'registry'), () => exportRegistry(config.dataDir));
 
   let fh: FileHandle;
   try {
@@ -583,9 +601,12 @@ export async function restore(config: Config, source: string, opts: RestoreOptio
   if (await exists(regDir)) {
     let count: number;
     try {
-      const reg = await openRegistry({ dataDir: config.dataDir });
-      count = reg.count();
-      await reg.close();
+      count = await asOwnerOf(regDir, async () => {
+        const reg = await openRegistry({ dataDir: config.dataDir });
+        const n = reg.count();
+        await reg.close();
+        return n;
+      });
     } catch {
       throw new BackupError(`${regDir} holds a registry that cannot be read: move it aside (mv ${regDir} ${regDir}.damaged), then restore again.`);
     }

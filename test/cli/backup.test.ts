@@ -5,7 +5,7 @@
 // damaged, foreign, hostile and newer archives and non-empty targets, changing nothing.
 import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
-import { lstat, mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Header, Pack, ReadEntry } from 'tar';
 import { requireBinaries, tempDir } from '../helpers/env.js';
@@ -274,6 +274,38 @@ describe('kzymy-server backup and restore', function () {
     } finally {
       await restored.stop();
     }
+  });
+
+  it('has --help with an example on both commands', async function () {
+    for (const cmd of ['backup', 'restore']) {
+      const { stdout } = await runServerCli(srv.configFile, cmd, '--help');
+      expect(stdout, cmd).to.match(/^Usage: kzymy-server /);
+      expect(stdout, cmd).to.match(/Example/);
+    }
+  });
+
+  it('as root: restore --owner gives the files to that user; a backup by root leaves no root-owned file in the registry', async function () {
+    if (process.geteuid?.() !== 0) this.skip();
+    const nobody = { uid: 65534, gid: 65534 };
+    // The kzymy user must reach its folders: the temporary folder is root's 0700.
+    await chmod(work.dir, 0o711);
+    const target = path.join(work.dir, 'owned');
+    await mkdir(target, { mode: 0o711 });
+    const cfg = await configFor(target);
+    const { stdout } = await runServerCli(cfg, 'restore', '--owner', '65534:65534', '--onion-owner', '65534', archive);
+    expect(stdout).to.match(/^owner\s+65534:65534/m);
+    for (const sub of ['data', 'maildirs', 'hs']) {
+      for (const [p] of await tree(path.join(target, sub))) {
+        const st = await lstat(path.join(target, sub, p));
+        expect({ uid: st.uid, gid: st.gid }, `${sub}/${p}`).to.deep.equal(nobody);
+      }
+    }
+    // The journal a reader opens is made when missing: made by root, the server could not append.
+    await rm(path.join(target, 'data', 'registry', 'journal.1'));
+    await runServerCli(cfg, 'backup', path.join(work.dir, 'by-root.tar'));
+    const j = await lstat(path.join(target, 'data', 'registry', 'journal.1'));
+    expect({ uid: j.uid, gid: j.gid }).to.deep.equal(nobody);
+    expect((await stat(path.join(work.dir, 'by-root.tar'))).uid).to.equal(0);
   });
 
   describe('refusals: one sentence, exit 1, nothing changed', () => {
