@@ -537,7 +537,7 @@ async function verifyArchive(file: string): Promise<{ manifest: Manifest; users:
       },
     });
   } catch (err) {
-    if (errnoCode(err) && !(err as { tarCode?: string }).tarCode) throw new BackupError(`Cannot read the backup ${file}: ${errnoPhrase(err)}.`);
+    if (errnoCode(err)) throw new BackupError(`Cannot read the backup ${file}: ${errnoPhrase(err)}.`);
     if (!first && !(await looksLikeArchive(file))) throw new BackupError(`${file} is not a tar archive: give the file that kzymy-server backup wrote; nothing was restored.`);
     throw damaged(file, whatBroke(err));
   }
@@ -641,7 +641,8 @@ export async function restore(config: Config, source: string, opts: RestoreOptio
     } catch (err) {
       // The archive was read whole a moment ago: this is the disk, or the file changed since.
       extracting = true;
-      throw errnoCode(err) && !(err as { tarCode?: string }).tarCode ? err : damaged(file, whatBroke(err));
+      // node-tar wraps a failed write (ENOSPC) in an entry error that keeps the errno code.
+      throw errnoCode(err) ? err : damaged(file, whatBroke(err));
     }
     // The same files again, as written to disk (the archive could have changed since).
     for (const [name, want] of Object.entries(manifest.files)) {

@@ -7,8 +7,10 @@ import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { Header, Pack, ReadEntry } from 'tar';
-import { requireBinaries, tempDir } from '../helpers/env.js';
+import { inCI, requireBinaries, tempDir } from '../helpers/env.js';
 import { runServerCli, startServer, type RunningServer } from '../helpers/server.js';
 import { gpgDecryptPgpMime, makeFreshGpgKey, requireGpg, type TestKey } from '../helpers/gpg.js';
 import { marker, rawMessage } from '../helpers/mail.js';
@@ -87,6 +89,7 @@ async function tarOf(entries: Array<[string, Buffer]>): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+const execFileP = promisify(execFile);
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const baseOf = (n: string) => n.split(':')[0]!;
 
@@ -388,6 +391,34 @@ describe('kzymy-server backup and restore', function () {
       expect(r.code).to.equal(1);
       expect(r.stderr.trim().split('\n')).to.have.length(1);
       expect(r.stderr).to.match(/Cannot write .*b\.tar\.tmp: it does not exist; no backup was written\./);
+    });
+
+    it('a full disk (a small tmpfs): backup and restore each fail with a sentence and leave nothing', async function () {
+      if (process.geteuid?.() !== 0) this.skip();
+      const mnt = path.join(work.dir, 'full');
+      await mkdir(mnt);
+      try {
+        await execFileP('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0700', 'tmpfs', mnt]);
+      } catch (err) {
+        if (inCI) throw err;
+        this.skip();
+      }
+      try {
+        const r = await cliFails(srv.configFile, 'backup', path.join(mnt, 'b.tar'));
+        expect(r.code).to.equal(1);
+        expect(r.stderr.trim().split('\n')).to.have.length(1);
+        expect(r.stderr).to.match(/The disk holding .*b\.tar is full: free some space or choose another place; no backup was written\./);
+        expect(await readdir(mnt)).to.deep.equal([]);
+
+        target = mnt;
+        cfg = await configFor(path.join(work.dir, 'full-config'), { dataDir: path.join(mnt, 'data'), maildirRoot: path.join(mnt, 'maildirs') }).catch(async () => {
+          await mkdir(path.join(work.dir, 'full-config'));
+          return configFor(path.join(work.dir, 'full-config'), { dataDir: path.join(mnt, 'data'), maildirRoot: path.join(mnt, 'maildirs') });
+        });
+        await refused(archive, /The disk holding .* is full: free some space or choose another place; nothing was restored\./);
+      } finally {
+        await execFileP('umount', [mnt]).catch(() => execFileP('umount', ['-l', mnt]));
+      }
     });
 
     it('--no-onion-keys leaves the onion keys out and says so', async function () {
