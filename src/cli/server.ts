@@ -9,6 +9,7 @@ import { exitWith, UsageError } from './errors.js';
 import * as op from './operator.js';
 import { runServer } from './server-app.js';
 import { dnsPlan, formatPlan } from './dns.js';
+import { backup, restore } from './backup.js';
 import { version } from './version.js';
 
 quietExperimentalCryptoWarnings();
@@ -125,6 +126,35 @@ program
     if (o.json) return out(JSON.stringify(plan));
     for (const line of formatPlan(plan)) out(line);
   });
+
+program
+  .command('backup')
+  .argument('<file>', 'archive to write (tar; gzip-compressed when it ends in .gz or .tgz)')
+  .option('--no-onion-keys', "leave the onion service's keys out of the archive")
+  .description('write a consistent archive of the registry, the Maildirs, the STARTTLS key and the onion keys, while the server runs')
+  .addHelpText(
+    'after',
+    '\nThe archive is mode 0600: it holds the STARTTLS private key and, unless --no-onion-keys, the onion\n' +
+      "service's secret key. Keep it encrypted and offline.\n\nExample:\n  kzymy-server backup /root/kzymy-$(date +%F).tar.gz\n",
+  )
+  .action(async (file: string, o: { onionKeys: boolean }, cmd: Command) =>
+    backup(config(cmd), file, { onionKeys: o.onionKeys, progress: Boolean(process.stderr.isTTY) }, out),
+  );
+
+program
+  .command('restore')
+  .argument('<file>', 'archive written by kzymy-server backup')
+  .option('--owner <user[:group]>', 'owner of the restored registry, Maildirs and TLS files (root only; default: the owner of dataDir)')
+  .option('--onion-owner <user[:group]>', "owner of the onion service's keys (root only; default: the owner of the folder that holds them)")
+  .description('restore a backup onto an empty data folder and Maildir root; the server must be stopped')
+  .addHelpText(
+    'after',
+    '\nVerifies every file against the archive\'s manifest before anything is put in place; refuses a\n' +
+      'target that already holds users. Stop kzymy-server (and tor) first.\n\nExample (the appliance, as root):\n' +
+      '  systemctl stop kzymy tor\n  node /opt/kzymy/dist/cli/server.js restore --config /etc/kzymy/config.json \\\n' +
+      '    --owner kzymy:kzymy --onion-owner debian-tor:debian-tor /root/kzymy-2026-01-01.tar.gz\n',
+  )
+  .action(async (file: string, o: { owner?: string; onionOwner?: string }, cmd: Command) => restore(config(cmd), file, o, out));
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);

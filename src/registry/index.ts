@@ -46,3 +46,6 @@ export function openRegistry(opts: OpenOptions): Promise<Registry> {
 
 /** Whether a registry (of either layout) exists in dataDir. */
 export { registryExists } from './lowdb.js';
+
+/** The registry at one point in time, read-only (for `kzymy-server backup`). */
+export { exportRegistry, type RegistryExport } from './export.js';
