@@ -163,6 +163,32 @@ describe('the single-file kzymy-client, downloaded from the server and run on it
     expect(existsSync(path.join(home, '.config', 'kzymy', 'client.json'))).to.equal(true);
   });
 
+  it("the guide's two-step key (ed25519 sign, then a cv25519 encr subkey) is accepted too; ed25519 alone is refused", async function () {
+    const other = await tempDir('kzymy-bundle-keys-');
+    const keysEnv = { ...env, GNUPGHOME: other.dir, HOME: path.join(other.dir, 'home') };
+    const fprOf = async (name: string): Promise<string> =>
+      (await sh(`gpg --with-colons --list-keys '${name}' | awk -F: '$1=="fpr"{print $10; exit}'`, other.dir, keysEnv)).stdout.trim();
+    const signup = (fpr: string, profile: string) =>
+      sh(`node ${q(path.join(scratch.dir, 'kzymy-client.mjs'))} --config ${q(path.join(other.dir, profile))} signup --server ${base} --no-tor --key ${fpr}`, other.dir, keysEnv);
+    try {
+      expect((await sh(`gpg --batch --passphrase '' --quick-generate-key 'Two steps' ed25519 sign never`, other.dir, keysEnv)).code).to.equal(0);
+      const fpr = await fprOf('Two steps');
+      expect((await sh(`gpg --batch --passphrase '' --quick-add-key "${fpr}" cv25519 encr never`, other.dir, keysEnv)).code).to.equal(0);
+      const ok = await signup(fpr, 'two.json');
+      expect(ok.code, ok.stderr).to.equal(0);
+      expect(ok.stdout).to.match(/your username is [a-z0-9]+\./);
+      // What the guide warns about: on GnuPG 2.2, "ed25519 default" makes a key that only signs.
+      expect((await sh(`gpg --batch --passphrase '' --quick-generate-key 'Sign only' ed25519 default never`, other.dir, keysEnv)).code).to.equal(0);
+      const signOnly = await fprOf('Sign only');
+      const refused = await signup(signOnly, 'sign-only.json');
+      expect(refused.code).to.equal(1);
+      expect(refused.stderr).to.match(/^kzymy-client: .*no valid subkey that can encrypt/);
+    } finally {
+      await killGpgAgent(other.dir);
+      await other.cleanup();
+    }
+  });
+
   it('fetch --maildir delivers the mail sent to the new address', async function () {
     if (!username) this.skip();
     const mark = marker();
