@@ -66,9 +66,9 @@ ${
   v.noTor
     ? html``
     : html`<p class="hint">Or with torsocks: <code>torsocks curl -o ${CLIENT_FILE_NAME} ${url}</code>. While Tor Browser
-runs, its own Tor listens on port 9150: write <code>127.0.0.1:9150</code> in the curl line and add
-<code>--proxy socks5h://127.0.0.1:9150</code> to every kzymy-client command. The link above, opened in Tor
-Browser, downloads the same file.</p>`
+runs, its own Tor listens on port 9150: write <code>127.0.0.1:9150</code> in the curl line and give
+kzymy-client <code>--proxy socks5h://127.0.0.1:9150</code> (its profile keeps it). The link above, opened in
+Tor Browser, downloads the same file.</p>`
 }`;
 }
 
