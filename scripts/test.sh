@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 # System binaries the suites drive for real: GnuPG and Sequoia (keys), swaks and
 # Postfix's smtp-source (SMTP peers; libnet-ssleay-perl gives swaks STARTTLS), python3-dkim (DKIM), tor (onion service and a
-# private Tor network), chromium (no-JavaScript pages), and the appliance's checkers.
+# private Tor network), chromium (no-JavaScript pages), curl (the client download, as the pages
+# show it), and the appliance's checkers.
 PACKAGES=(
-  gnupg sq swaks postfix python3-dkim openssl tor chromium
+  gnupg sq swaks postfix python3-dkim openssl tor chromium curl
   shellcheck nftables debootstrap systemd-container zstd vagrant
   strace rsync util-linux ca-certificates procps iproute2 libnet-ssleay-perl
   notmuch neomutt tmux

@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import type { CheckedKey } from '../pgp/index.js';
 import { ExpiringMap } from './challenge.js';
+import { DEFAULT_CLIENT_BUNDLE, loadClientBundle, type ClientBundle } from './client-download.js';
 import { KeyedLimiter, TokenBucket } from './ratelimit.js';
 import { DEFAULT_LIMITS, type WebDeps, type WebLimits } from './types.js';
 
@@ -74,6 +75,8 @@ export interface Web {
   formSecret: Buffer;
   /** HMAC key of login challenge ids; made at start, memory only. */
   challengeSecret: Buffer;
+  /** The single-file kzymy-client and its SHA-256, read at start; null when it was not built. */
+  client: ClientBundle | null;
 }
 
 export function createWeb(deps: WebDeps): Web {
@@ -81,6 +84,13 @@ export function createWeb(deps: WebDeps): Web {
   const date = deps.now ?? (() => new Date());
   const now = (): number => date().getTime();
   const t = now();
+  const bundle = loadClientBundle(deps.clientBundle ?? DEFAULT_CLIENT_BUNDLE);
+  if ('missing' in bundle) {
+    deps.logger.warn(
+      { evt: 'client-bundle-missing', code: bundle.missing },
+      'the single-file kzymy-client was not found (run npm run build): the pages say it cannot be downloaded here',
+    );
+  }
   return {
     deps,
     limits,
@@ -102,6 +112,7 @@ export function createWeb(deps: WebDeps): Web {
     },
     formSecret: randomBytes(32),
     challengeSecret: randomBytes(32),
+    client: 'missing' in bundle ? null : bundle,
   };
 }
 

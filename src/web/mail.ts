@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import type { User } from '../registry/index.js';
 import { encryptBufferToPgpMime, protectBuffer } from '../pgp/index.js';
+import { CLIENT_RUN } from './client-download.js';
 import type { Web } from './context.js';
 
 /** RFC 5322 date-time in UTC. */
@@ -49,8 +50,9 @@ export async function deliverEncrypted(web: Web, user: User, plaintext: Buffer, 
   await maildir.deliver(user.username, file);
 }
 
+/** The fetch command the pages and the welcome message show, for the file the pages offer. */
 export function fetchCommand(server: string, username: string, fingerprint: string, noTor: boolean): string {
-  return `kzymy-client fetch --server ${server} ${noTor ? '--no-tor ' : ''}--username ${username} --key ${fingerprint} --maildir ~/Maildir --decrypt`;
+  return `${CLIENT_RUN} fetch --server ${server} ${noTor ? '--no-tor ' : ''}--username ${username} --key ${fingerprint} --maildir ~/Maildir --decrypt`;
 }
 
 export function welcomeMail(web: Web, user: User, server: string, noTor: boolean, date: Date): Buffer {

@@ -5,12 +5,13 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { readForm } from './body.js';
+import { CLIENT_FILE_NAME, CLIENT_PATH } from './client-download.js';
 import { onionHost, serverFor, type PendingSignup, type Web } from './context.js';
 import { WebError } from './errors.js';
 import { fetchCommand } from './mail.js';
 import { STYLE_CSS } from './style.js';
 import { confirmSignup, findSignup, startSignup } from './signup.js';
-import { challengePage, donePage, homePage } from './templates.js';
+import { challengePage, donePage, homePage, type ClientView } from './templates.js';
 
 function mac(web: Web, text: string): string {
   return createHmac('sha256', web.formSecret).update(text).digest('base64url');
@@ -57,6 +58,12 @@ function showChallenge(web: Web, ctx: Context, p: PendingSignup, error?: string)
   });
 }
 
+/** What the pages say about the kzymy-client download, for a request that came to `host`. */
+function clientView(web: Web, host: string): ClientView {
+  const server = serverFor(web, host);
+  return { sha256: web.client?.sha256 ?? null, bytes: web.client?.bytes.length ?? 0, server: server.url, noTor: server.noTor };
+}
+
 export function pagesRouter(web: Web): Router {
   const { config } = web.deps;
   const router = new Router();
@@ -65,10 +72,27 @@ export function pagesRouter(web: Web): Router {
   const home = (ctx: Context, status = 200, error?: string, keyText?: string): void => {
     ctx.status = status;
     ctx.type = 'html';
-    ctx.body = homePage({ domain: config.domain, onion: onionHost(web), csrf: formToken(web), error, keyText });
+    ctx.body = homePage({ domain: config.domain, onion: onionHost(web), client: clientView(web, ctx.host), csrf: formToken(web), error, keyText });
   };
 
   router.get('/', (ctx) => home(ctx));
+
+  // The single-file kzymy-client, from memory (read and hashed at start). Cache-Control
+  // stays no-store, as on every answer here: the pages show the hash of this very copy.
+  const clientDigest = web.client ? `sha-256=:${Buffer.from(web.client.sha256, 'hex').toString('base64')}:` : '';
+  router.get(CLIENT_PATH, (ctx) => {
+    if (!web.client) {
+      throw new WebError(
+        404,
+        'not-found',
+        'This server has no copy of kzymy-client to offer: it was started without building it. Ask its operator, or build it from kzymy\'s source with npm run build.',
+      );
+    }
+    ctx.type = 'text/javascript; charset=utf-8';
+    ctx.set('Content-Disposition', `attachment; filename="${CLIENT_FILE_NAME}"`);
+    ctx.set('Repr-Digest', clientDigest);
+    ctx.body = web.client.bytes;
+  });
 
   router.get('/style.css', (ctx) => {
     ctx.type = 'text/css; charset=utf-8';
@@ -118,6 +142,7 @@ export function pagesRouter(web: Web): Router {
         fingerprint: user.fingerprint,
         onion: server.onion,
         command: fetchCommand(server.url, user.username, user.fingerprint, server.noTor),
+        client: clientView(web, ctx.host),
       });
     } catch (err) {
       if (err instanceof WebError && err.code === 'wrong-code') {

@@ -1,5 +1,6 @@
 // Server-rendered pages: no JavaScript, no external URL, one local stylesheet.
 // Every value goes through the `html` tag, which escapes it.
+import { CLIENT_FILE_NAME, CLIENT_PATH, downloadCommands, signupCommand } from './client-download.js';
 import { html, type SafeHtml } from './html.js';
 import { STYLE_INTEGRITY } from './style.js';
 
@@ -35,8 +36,46 @@ function errorBox(message: string | undefined): SafeHtml {
   return message ? html`<p class="error" id="error">${message}</p>` : html``;
 }
 
+/** The single-file kzymy-client as the pages offer it. */
+export interface ClientView {
+  /** Hex SHA-256 of the file served; null when this server has none to offer (not built). */
+  sha256: string | null;
+  bytes: number;
+  /** The address clients use: http://ONION, or in development this listener's own origin. */
+  server: string;
+  /** Development on loopback: no Tor in the commands. */
+  noTor: boolean;
+}
+
+/** Where to get kzymy-client and how to check it, or a sentence saying this server has none. */
+function clientDownload(v: ClientView): SafeHtml {
+  if (!v.sha256) {
+    return html`<p id="client-missing">This server has no copy of kzymy-client to offer right now: it was
+started without building it. Ask its operator, or build it from kzymy's source with
+<code>npm run build</code> (it makes <code>dist/bundle/kzymy-client.mjs</code>).</p>`;
+  }
+  const c = downloadCommands(v.server, v.noTor, v.sha256);
+  const url = `${v.server}${CLIENT_PATH}`;
+  return html`<p>kzymy-client is one file, <a id="client-link" href="${CLIENT_PATH}" download>${CLIENT_FILE_NAME}</a>
+(${Math.max(1, Math.round(v.bytes / 1024))} KiB), that needs only Node.js 20 or later, GnuPG and Tor.
+Its SHA-256 is <code id="client-sha256">${v.sha256}</code>. Download it${v.noTor ? '' : ' through Tor'}, and check it
+(<code>sha256sum</code> answers <code>${CLIENT_FILE_NAME}: OK</code>):</p>
+<pre><code id="client-download">${c.download}
+${c.check}</code></pre>
+${
+  v.noTor
+    ? html``
+    : html`<p class="hint">Or with torsocks: <code>torsocks curl -o ${CLIENT_FILE_NAME} ${url}</code>. While Tor Browser
+runs, its own Tor listens on port 9150: write <code>127.0.0.1:9150</code> in the curl line and give
+kzymy-client <code>--proxy socks5h://127.0.0.1:9150</code> (its profile keeps it). The link above, opened in
+Tor Browser, downloads the same file.</p>`
+}`;
+}
+
 export interface HomeView {
   domain: string;
+  /** How to get kzymy-client from this server. */
+  client: ClientView;
   /** This service's onion address, when tor has published it. */
   onion?: string | null;
   csrf: string;
@@ -71,6 +110,13 @@ Public part only, at most 64 KiB.</p>
 <li>You decrypt the message with <code>gpg --decrypt</code> and send back the code on its <code>code:</code> line: that proves the key is yours.</li>
 <li>You get a random username, and mail for <code>anything@USERNAME.${v.domain}</code> waits for you, encrypted.</li>
 </ol>
+
+<h2 id="client">Get kzymy-client</h2>
+<p>You fetch your mail with kzymy-client, over Tor; it can also sign you up instead of the
+form above.</p>
+${clientDownload(v.client)}
+<p>Then sign up with a key from your GnuPG keyring (<code>gpg --fingerprint</code> shows its fingerprint):</p>
+<pre><code id="client-signup">${signupCommand(v.client.server, v.client.noTor)}</code></pre>
 
 <h2>What kzymy protects, and what it does not</h2>
 <ul class="protect">
@@ -138,6 +184,8 @@ export interface DoneView {
   fingerprint: string;
   onion: string | null;
   command: string;
+  /** How to get kzymy-client from this server. */
+  client: ClientView;
 }
 
 export function donePage(v: DoneView): string {
@@ -164,7 +212,9 @@ single addresses or switch to a list of aliases with <code>kzymy-client aliases<
 <code>kzymy-client catch-all</code>.</p>
 <h2>Fetch your mail</h2>
 <p>A welcome message is waiting: fetching it proves the whole chain works. On your
-system with Tor running and your key in GnuPG:</p>
+system with Tor running and your key in GnuPG, get kzymy-client.</p>
+${clientDownload(v.client)}
+<p>Then fetch your mail into the Maildir <code>~/Maildir</code>:</p>
 <pre id="command"><code>${v.command}</code></pre>
 <p>Mail is deleted from the server only after it has been delivered on your side.</p>`,
   );

@@ -74,4 +74,6 @@ export interface WebDeps {
   now?: () => Date;
   /** Overrides of DEFAULT_LIMITS, for tests and operators. */
   limits?: Partial<WebLimits>;
+  /** The single-file kzymy-client offered for download; default dist/bundle/kzymy-client.mjs of this build. */
+  clientBundle?: string;
 }

@@ -1,15 +1,18 @@
 // End to end over a real (private) Tor network on 127.0.0.1: a kzymy-server process whose
 // managed tor publishes the web listener as an onion service; a headless Chromium with
 // JavaScript off signs up through the onion; kzymy-client signs up and fetches through the
-// onion; swaks delivers mail on the SMTP port. Proves that the browser and the client
+// onion; curl downloads the single-file kzymy-client from the onion with the front page's own
+// command; swaks delivers mail on the SMTP port. Proves that the browser and the client
 // connect only to tor's SOCKS port (strace records every connect() they make), that every
 // connection to the web listener caught open belongs to the managed tor (/proc sampled),
 // and that no process of the suite outlives it.
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { requireBinaries, tempDir } from '../helpers/env.js';
 import { gpgDecrypt, makeFreshGpgKey } from '../helpers/gpg.js';
@@ -24,6 +27,10 @@ import { startTorNetwork, type TorNetwork } from './tornet/index.js';
 const OUT = path.resolve('test-output/e2e');
 const CHROMIUM = '/usr/bin/chromium';
 const s = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
+const run = promisify(execFile);
+/** An element's text as the page escaped it, unescaped. */
+const htmlText = (t: string): string =>
+  t.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&amp;/g, '&');
 
 describe('e2e: signup and pickup through a kzymy onion service on a private Tor network', function () {
   this.timeout(300_000);
@@ -171,9 +178,9 @@ describe('e2e: signup and pickup through a kzymy onion service on a private Tor 
     // The page's own fetch command works as shown (plus what a test machine needs: a
     // profile file, the GnuPG home and the SOCKS port), through the onion.
     const shown = (await page.textContent('#command'))!.trim().split(/\s+/);
-    expect(shown.slice(0, 2)).to.deep.equal(['kzymy-client', 'fetch']);
+    expect(shown.slice(0, 3)).to.deep.equal(['node', 'kzymy-client.mjs', 'fetch']);
     const maildir = path.join(tmp!.dir, 'browser-user', 'Maildir');
-    const args = shown.slice(1).map((a) => (a === '~/Maildir' ? maildir : a));
+    const args = shown.slice(2).map((a) => (a === '~/Maildir' ? maildir : a));
     traces.browserUserFetch = path.join(tmp!.dir, 'browser-user-fetch.strace');
     const r = await runClient(
       [...args, '--config', path.join(tmp!.dir, 'browser-user', 'client.json'), '--gnupghome', key.gnupghome, '--proxy', `socks5h://127.0.0.1:${socks}`],
@@ -229,6 +236,25 @@ describe('e2e: signup and pickup through a kzymy onion service on a private Tor 
     const waiting = await readdir(path.join(server!.srv.maildirRoot, username!, 'new'));
     expect(waiting, "the server's Maildir after the fetch").to.deep.equal([]);
     console.log(`      client: signup ${s(up.ms)}, fetch of 2 messages ${s(fetched.ms)} through Tor`);
+  });
+
+  it("downloads kzymy-client from the onion with the front page's own curl line through the SOCKS port; sha256sum accepts it", async function () {
+    const socks = `127.0.0.1:${network!.socksPort}`;
+    const dir = path.join(tmp!.dir, 'download');
+    await mkdir(dir);
+    // The page's lines, with the private network's SOCKS port for tor's usual 9050.
+    const sh = async (line: string): Promise<string> => (await run('/bin/sh', ['-c', line], { cwd: dir, timeout: 180_000 })).stdout;
+    const page = await sh(`curl -sS --socks5-hostname ${socks} http://${server!.onion}/`);
+    const text = (id: string): string => htmlText(new RegExp(`id="${id}"[^>]*>([^<]*)<`).exec(page)?.[1] ?? '');
+    const [download, check] = text('client-download').split('\n');
+    expect(download).to.equal(`curl --socks5-hostname 127.0.0.1:9050 -o kzymy-client.mjs http://${server!.onion}/client/kzymy-client.mjs`);
+    await sh(download!.replace('127.0.0.1:9050', socks));
+    expect((await sh(check!)).trim()).to.equal('kzymy-client.mjs: OK');
+    const file = await readFile(path.join(dir, 'kzymy-client.mjs'));
+    const sha = createHash('sha256').update(file).digest('hex');
+    expect(sha).to.equal(text('client-sha256'));
+    expect(sha, 'the file npm run build made').to.equal(createHash('sha256').update(await readFile(path.resolve('dist/bundle/kzymy-client.mjs'))).digest('hex'));
+    console.log(`      kzymy-client.mjs: ${Math.round(file.length / 1024)} KiB through the onion, SHA-256 ${sha}`);
   });
 
   it('nothing but the managed tor contacted the web listener: browser and client went only to the SOCKS port', async function () {

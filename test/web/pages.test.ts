@@ -141,7 +141,7 @@ describe('web: signup pages', function () {
     const onion = 'kzymyexampleonionaddressxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.onion';
     expect(byId(step2.body, 'onion')).to.equal(onion);
     expect(step2.body).to.include(
-      `kzymy-client fetch --server http://${onion} --username ${username} --key ${key.fingerprint} --maildir ~/Maildir --decrypt`,
+      `node kzymy-client.mjs fetch --server http://${onion} --username ${username} --key ${key.fingerprint} --maildir ~/Maildir --decrypt`,
     );
 
     const user = s.registry.get(username)!;
