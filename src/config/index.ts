@@ -80,7 +80,11 @@ export interface Config {
   web: WebConfig;
   tor: TorConfig;
   limits: LimitsConfig;
-  log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  log: {
+    level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+    /** `json`: JSON lines; `pretty`: lines a person reads; `auto`: pretty when stdout is a terminal. */
+    format: 'json' | 'pretty' | 'auto';
+  };
   /** Where the configuration came from, for `check`. */
   source: { file: string | null };
 }
@@ -140,7 +144,7 @@ const KNOWN: Record<string, string[] | null> = {
   web: ['host', 'port'],
   tor: ['manage', 'binary', 'hostnameFile', 'dataDir', 'extraConfig'],
   limits: ['maxMessageBytes', 'quotaBytes', 'minFreeBytes', 'retentionDays', 'memoryBufferBytes', 'memoryBudgetBytes', 'memoryWaitMs'],
-  log: ['level'],
+  log: ['level', 'format'],
 };
 
 export interface LoadOptions {
@@ -320,6 +324,12 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if ((levels as readonly string[]).includes(levelRaw)) level = levelRaw as Config['log']['level'];
   else problems.push(`The log level "${levelRaw}" is not one of ${levels.join(', ')}.`);
 
+  const formats = ['json', 'pretty', 'auto'] as const;
+  const formatRaw = env.KZYMY_LOG_FORMAT || str('log.format', logF.format, 'auto');
+  let format: Config['log']['format'] = 'auto';
+  if ((formats as readonly string[]).includes(formatRaw)) format = formatRaw as Config['log']['format'];
+  else problems.push(`The log format "${formatRaw}" is not one of ${formats.join(', ')}.`);
+
   if (problems.length) throw new ConfigError(problems);
   return {
     domain,
@@ -330,7 +340,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     web,
     tor,
     limits,
-    log: { level },
+    log: { level, format },
     source: { file: file ? path.resolve(cwd, file) : null },
   };
 }
