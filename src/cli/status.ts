@@ -355,7 +355,7 @@ export async function status(config: Config, out: (line: string) => void, err: (
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ECONNREFUSED') {
-      const text = `no kzymy-server is running with this data dir (${config.dataDir}): start it with "${opts.startHint}".`;
+      const text = `no kzymy-server is running with this data dir (${config.dataDir}): start it with "${opts.startHint}", or "systemctl start kzymy" where it is installed as a service.`;
       if (opts.json) out(JSON.stringify({ running: false, dataDir: config.dataDir, problem: text }));
       else err(text);
       return NO_SERVER_EXIT;

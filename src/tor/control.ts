@@ -39,6 +39,8 @@ export interface WatchTorOptions {
   retryMs?: number;
   /** Log an unreachable socket at info (system tor) or at debug only. */
   quietUnreachable?: boolean;
+  /** How long connecting and authenticating may take (default 10 s). */
+  handshakeMs?: number;
 }
 
 /** `KEY=VALUE KEY="quoted value"` pairs of a reply or event line. */
@@ -89,6 +91,7 @@ class ControlConnection {
     return new Promise((resolve, reject) => {
       this.sock.once('connect', resolve);
       this.sock.once('error', reject);
+      this.sock.once('close', () => reject(new Error('tor closed the control connection')));
     });
   }
 
@@ -98,6 +101,8 @@ class ControlConnection {
     while ((nl = this.buf.indexOf('\n')) >= 0) {
       const line = this.buf.slice(0, nl).replace(/\r$/, '');
       this.buf = this.buf.slice(nl + 1);
+      // Not a reply line (no "NNN" and separator): dropped, so it cannot spoil the next one.
+      if (!/^\d{3}[ +-]/.test(line)) continue;
       this.lines.push(line);
       // "NNN-" continues, "NNN " ends a reply; "NNN+" data lines end with "." (not used here).
       if (line.length >= 4 && line[3] === ' ') {
@@ -209,20 +214,28 @@ export function watchTor(opts: WatchTorOptions): TorWatch {
       retry();
     });
     conn = c;
+    let timedOut = false;
+    const handshake = setTimeout(() => {
+      timedOut = true;
+      c.close();
+    }, opts.handshakeMs ?? 10_000);
+    handshake.unref();
     void (async () => {
       try {
         await c.ready();
         await authenticate(c);
-        const phase = await c.command('GETINFO status/bootstrap-phase');
+        // The phase now, then every change: tor sends events only after SETEVENTS.
+        setBootstrap(parseBootstrap((await c.command('GETINFO status/bootstrap-phase')).join(' ')));
         await c.command('SETEVENTS STATUS_CLIENT HS_DESC');
+        clearTimeout(handshake);
         state.control = 'connected';
         state.reason = null;
         saidUnreachable = false;
         logger.debug({ evt: 'tor-control', socket }, "following tor's events on its control socket");
-        setBootstrap(parseBootstrap(phase.join(' ')));
       } catch (err) {
+        clearTimeout(handshake);
         const e = err as NodeJS.ErrnoException;
-        unreachable(e.code ?? e.message);
+        unreachable(timedOut ? `no answer within ${Math.round((opts.handshakeMs ?? 10_000) / 1000)} s` : (e.code ?? e.message));
         if (conn === c) conn = null;
         c.close();
         retry();

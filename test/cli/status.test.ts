@@ -17,6 +17,8 @@ import { ROOT, runServerCli, serverCommand, startServer, type RunningServer } fr
 import { sendRaw } from '../helpers/smtp-client.js';
 import { ReplyCounter } from '../../src/smtp/counters.js';
 import { judgeDns } from '../../src/cli/status.js';
+import { loadConfig } from '../../src/config/index.js';
+import { resolveLogFormat } from '../../src/config/log.js';
 import dgram from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
 
@@ -303,6 +305,17 @@ describe('status --dns without a DNS server that answers', function () {
     } finally {
       mute.close();
     }
+  });
+});
+
+describe('log.format', function () {
+  it('is auto by default, takes json or pretty from the file or KZYMY_LOG_FORMAT, and refuses anything else', function () {
+    expect(loadConfig({ env: {} }).log.format).to.equal('auto');
+    expect(loadConfig({ env: { KZYMY_LOG_FORMAT: 'json' } }).log.format).to.equal('json');
+    expect(() => loadConfig({ env: { KZYMY_LOG_FORMAT: 'xml' } })).to.throw('The log format "xml" is not one of json, pretty, auto.');
+    expect(resolveLogFormat('auto', Object.assign(process.stdout, {}) as NodeJS.WritableStream)).to.equal(process.stdout.isTTY ? 'pretty' : 'json');
+    expect(resolveLogFormat('auto', { isTTY: true } as unknown as NodeJS.WritableStream)).to.equal('pretty');
+    expect(resolveLogFormat('json', { isTTY: true } as unknown as NodeJS.WritableStream)).to.equal('json');
   });
 });
 
