@@ -108,7 +108,12 @@ export async function runServer(config: Config, logger: Logger, opts: RunOptions
     // Readable when the kzymy user is in the group debian-tor (the appliance); else unknown.
     watch = watchTor({ socket: SYSTEM_TOR_CONTROL, logger, onion: () => onion, retryMs: 30_000 });
   }
-  if (onion) logger.info({ evt: 'onion', onion }, `onion address: http://${onion}/`);
+  // On a terminal the onion also gets a banner line once known (publication follows in the log).
+  const showOnion = (address: string): void => opts.banner?.(`  onion     http://${address}/`);
+  if (onion) {
+    logger.info({ evt: 'onion', onion }, `onion address: http://${onion}/`);
+    showOnion(onion);
+  }
   // A system tor may write (or change) the hostname file after kzymy started: logins are
   // accepted only at the onion name once it is known, so follow the file.
   const onionWatch = config.tor.manage
@@ -118,7 +123,10 @@ export async function runServer(config: Config, logger: Logger, opts: RunOptions
           (now) => {
             if (now === onion) return;
             onion = now;
-            if (now) logger.info({ evt: 'onion', onion: now }, `onion address: http://${now}/`);
+            if (now) {
+              logger.info({ evt: 'onion', onion: now }, `onion address: http://${now}/`);
+              showOnion(now);
+            }
           },
           () => undefined, // unreadable for a moment: keep what is known
         );

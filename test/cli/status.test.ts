@@ -239,6 +239,9 @@ describe('kzymy-server start output', function () {
         cfg,
         JSON.stringify({ domain: 'tty.test', dataDir, maildirRoot, smtp: { host: '127.0.0.1', port: 0 }, web: { host: '127.0.0.1', port: 0 }, tor: { manage: false, hostnameFile: path.join(t.dir, 'hs', 'hostname') }, limits: { minFreeBytes: 0 } }),
       );
+      const onion = fakeOnion();
+      await mkdir(path.join(t.dir, 'hs'));
+      await writeFile(path.join(t.dir, 'hs', 'hostname'), `${onion}\n`);
       await runServerCli(cfg, 'init');
       const c = serverCommand('start', '--config', cfg);
       // script(1) gives the server a pseudo-terminal as stdout.
@@ -246,7 +249,7 @@ describe('kzymy-server start output', function () {
       let out = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       const until = Date.now() + 30_000;
-      while (!/listening/.test(out) && Date.now() < until && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
+      while (!/listening[\s\S]*onion {5}http/.test(out) && Date.now() < until && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
       const st = await cli(cfg, 'status', '--json');
       pid = (JSON.parse(st.stdout) as StatusJson).status.pid;
       // eslint-disable-next-line no-control-regex
@@ -255,6 +258,7 @@ describe('kzymy-server start output', function () {
       expect(plain).to.match(/^ {2}web {7}127\.0\.0\.1:\d+ \(loopback/m);
       expect(plain).to.include(`  data      ${dataDir} (`);
       expect(plain).to.include(`  maildirs  ${maildirRoot}`);
+      expect(plain).to.include(`  onion     http://${onion}/`);
       expect(plain).to.include(`  status    kzymy-server status --config ${cfg}`);
       expect(plain).to.match(/^\[\d\d:\d\d:\d\d\] INFO: listening {2}smtp=127\.0\.0\.1:\d+ web=127\.0\.0\.1:\d+$/m);
       expect(plain).not.to.match(/^\{/m);
