@@ -1,18 +1,42 @@
 // `kzymy-server start`: the composition root. One process, two front doors (SMTP, web),
 // one registry, one Maildir store, and where configured a tor child it manages.
 import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../config/log.js';
 import { openRegistry, RegistryError, type Registry } from '../registry/index.js';
 import { KeyCache } from '../pgp/index.js';
 import { MaildirStore } from '../maildir/index.js';
 import { startSmtp, errorName } from '../smtp/server.js';
-import { readOnionAddress, startManagedTor, type ManagedTor } from '../tor/index.js';
+import { readOnionAddress, startManagedTor, watchTor, type ManagedTor, type TorWatch } from '../tor/index.js';
 import { startWeb, sendExpiryNotices } from '../web/index.js';
+import { collectStatus, controlSocketPath, startControlSocket } from './status.js';
+import { version } from './version.js';
 
 const HOUR = 3600_000;
 /** How often the hostname file of a system tor is read again. */
 const ONION_POLL_MS = 5_000;
+/** Debian's tor (tor-service-defaults-torrc): control socket for the group debian-tor, cookie auth. */
+const SYSTEM_TOR_CONTROL = '/run/tor/control';
+
+export interface RunOptions {
+  /** Where the start-up banner goes (a terminal); none when logging JSON lines. */
+  banner?: (line: string) => void;
+}
+
+/** What a person starting kzymy on a terminal wants to know first. */
+export function bannerLines(config: Config, ports: { smtp: number; web: number }, controlSocket: string): string[] {
+  return [
+    `kzymy-server ${version()}: receive-only mail for *.${config.domain}`,
+    `  smtp      ${config.smtp.host}:${ports.smtp}`,
+    `  web       ${config.web.host}:${ports.web} (loopback; published by tor as the onion)`,
+    `  tor       ${config.tor.manage ? `managed (${config.tor.binary}, data ${config.tor.dataDir})` : `system tor (onion hostname file ${config.tor.hostnameFile})`}`,
+    `  data      ${config.dataDir} (registry, TLS certificate, ${path.basename(controlSocket)})`,
+    `  maildirs  ${config.maildirRoot}`,
+    `  status    kzymy-server status${config.source.file ? ` --config ${config.source.file}` : ''}`,
+    '',
+  ];
+}
 
 /**
  * Opens the registry and the Maildir store. The server follows other processes' registry
@@ -51,7 +75,8 @@ export async function purge(config: Config, maildir: MaildirStore, now = new Dat
   return maildir.purge(new Date(now.getTime() - config.limits.retentionDays * 24 * HOUR));
 }
 
-export async function runServer(config: Config, logger: Logger): Promise<void> {
+export async function runServer(config: Config, logger: Logger, opts: RunOptions = {}): Promise<void> {
+  const startedAt = new Date();
   const { registry, maildir } = await openStores(config, { server: true, logger });
   const keys = new KeyCache();
   const stale = await maildir.cleanTmp();
@@ -61,6 +86,15 @@ export async function runServer(config: Config, logger: Logger): Promise<void> {
   let onion: string | null = null;
   const web = await startWeb({ config, registry, maildir, keys, logger, onionAddress: () => onion });
   const webPort = web.port;
+
+  let watch: TorWatch | null = null;
+  const control = await startControlSocket(
+    config,
+    () =>
+      collectStatus({ config, registry, maildir, startedAt, smtpPort: smtp.port, webPort, replies: () => smtp.replies.lastHour(), onion: () => onion, tor: () => watch?.state() ?? null }),
+    logger,
+  );
+  if (opts.banner) for (const line of bannerLines(config, { smtp: smtp.port, web: webPort }, controlSocketPath(config))) opts.banner(line);
   // One machine-readable line with the real ports (port 0 = any free port).
   logger.info({ evt: 'listening', smtp: { host: config.smtp.host, port: smtp.port }, web: { host: config.web.host, port: webPort } }, 'listening');
 
@@ -68,10 +102,18 @@ export async function runServer(config: Config, logger: Logger): Promise<void> {
   if (config.tor.manage) {
     tor = await startManagedTor({ config: { ...config, web: { ...config.web, port: webPort } }, logger });
     onion = tor.onionAddress;
+    if (tor.controlSocket) watch = watchTor({ socket: tor.controlSocket, logger, onion: () => onion });
   } else {
     onion = await readOnionAddress(config.tor.hostnameFile).catch(() => null);
+    // Readable when the kzymy user is in the group debian-tor (the appliance); else unknown.
+    watch = watchTor({ socket: SYSTEM_TOR_CONTROL, logger, onion: () => onion, retryMs: 30_000 });
   }
-  if (onion) logger.info({ evt: 'onion', onion }, `onion address: http://${onion}/`);
+  // On a terminal the onion also gets a banner line once known (publication follows in the log).
+  const showOnion = (address: string): void => opts.banner?.(`  onion     http://${address}/`);
+  if (onion) {
+    logger.info({ evt: 'onion', onion }, `onion address: http://${onion}/`);
+    showOnion(onion);
+  }
   // A system tor may write (or change) the hostname file after kzymy started: logins are
   // accepted only at the onion name once it is known, so follow the file.
   const onionWatch = config.tor.manage
@@ -81,7 +123,10 @@ export async function runServer(config: Config, logger: Logger): Promise<void> {
           (now) => {
             if (now === onion) return;
             onion = now;
-            if (now) logger.info({ evt: 'onion', onion: now }, `onion address: http://${now}/`);
+            if (now) {
+              logger.info({ evt: 'onion', onion: now }, `onion address: http://${now}/`);
+              showOnion(now);
+            }
           },
           () => undefined, // unreadable for a moment: keep what is known
         );
@@ -115,6 +160,8 @@ export async function runServer(config: Config, logger: Logger): Promise<void> {
     clearInterval(retention);
     if (onionWatch) clearInterval(onionWatch);
     clearInterval(notices);
+    watch?.close();
+    await control.close();
     await smtp.close();
     await web.close();
     await registry.close();

@@ -3,13 +3,14 @@
 // configuration, calls into the modules, prints. Parsing is commander's.
 import { Command, CommanderError } from 'commander';
 import { loadConfig, type Config } from '../config/index.js';
-import { createLogger } from '../config/log.js';
+import { createLogger, resolveLogFormat } from '../config/log.js';
 import { quietExperimentalCryptoWarnings } from './warnings.js';
 import { exitWith, UsageError } from './errors.js';
 import * as op from './operator.js';
 import { runServer } from './server-app.js';
 import { dnsPlan, formatPlan } from './dns.js';
 import { backup, restore } from './backup.js';
+import { status } from './status.js';
 import { version } from './version.js';
 
 quietExperimentalCryptoWarnings();
@@ -30,10 +31,23 @@ function config(cmd: Command): Config {
 
 program
   .command('start')
-  .description('run the SMTP and web listeners (and the managed tor); logs JSON lines on stdout')
+  .description('run the SMTP and web listeners (and the managed tor); on a terminal a banner and readable log lines, else JSON lines (log.format)')
   .action(async (_o, cmd: Command) => {
     const cfg = config(cmd);
-    await runServer(cfg, createLogger(cfg.log.level));
+    const format = resolveLogFormat(cfg.log.format, process.stdout);
+    await runServer(cfg, createLogger(cfg.log.level, process.stdout, format), { banner: format === 'pretty' ? out : undefined });
+  });
+
+program
+  .command('status')
+  .description('ask the running server (DATA_DIR/control.sock): listeners, tor, onion, disk, mail, SMTP replies of the last hour, certificate; exit 1 on a problem, 3 when no server runs')
+  .option('--dns', 'also check that the MX, A/AAAA and SPF records of the domain lead to this machine')
+  .option('--json', 'one JSON object')
+  .action(async (o: { dns?: boolean; json?: boolean }, cmd: Command) => {
+    const cfg = config(cmd);
+    const startHint = `${PROG} start${cfg.source.file ? ` --config ${cfg.source.file}` : ''}`;
+    const code = await status(cfg, out, (line) => process.stderr.write(`${PROG}: ${line}\n`), { json: o.json, dns: o.dns, startHint });
+    process.exitCode = code;
   });
 
 program
@@ -43,14 +57,14 @@ program
 
 program
   .command('check')
-  .description('validate the configuration; print ports, paths and the onion address; exit 1 on a problem')
+  .description('validate the configuration and files (not a running server: see status); print ports, paths and the onion address; exit 1 on a problem')
   .action(async (_o, cmd: Command) => {
     const problems = await op.check(config(cmd), out);
     if (problems.length) {
       for (const p of problems) process.stderr.write(`${PROG}: ${p}\n`);
       process.exit(1);
     }
-    out('ok');
+    out('configuration ok (a running server is checked by "kzymy-server status")');
   });
 
 const users = program.command('users').description("the operator's view of the registry (never message contents)");

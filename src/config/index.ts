@@ -92,7 +92,11 @@ export interface Config {
   tor: TorConfig;
   limits: LimitsConfig;
   dns: DnsConfig;
-  log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  log: {
+    level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+    /** `json`: JSON lines; `pretty`: lines a person reads; `auto`: pretty when stdout is a terminal. */
+    format: 'json' | 'pretty' | 'auto';
+  };
   /** Where the configuration came from, for `check`. */
   source: { file: string | null };
 }
@@ -148,7 +152,7 @@ const KNOWN: Record<string, string[] | null> = {
   tor: ['manage', 'binary', 'hostnameFile', 'dataDir', 'extraConfig'],
   limits: ['maxMessageBytes', 'quotaBytes', 'minFreeBytes', 'retentionDays', 'memoryBufferBytes', 'memoryBudgetBytes', 'memoryWaitMs'],
   dns: ['mxHost', 'addresses'],
-  log: ['level'],
+  log: ['level', 'format'],
 };
 
 export interface LoadOptions {
@@ -342,6 +346,12 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if ((levels as readonly string[]).includes(levelRaw)) level = levelRaw as Config['log']['level'];
   else problems.push(`The log level "${levelRaw}" is not one of ${levels.join(', ')}.`);
 
+  const formats = ['json', 'pretty', 'auto'] as const;
+  const formatRaw = env.KZYMY_LOG_FORMAT || str('log.format', logF.format, 'auto');
+  let format: Config['log']['format'] = 'auto';
+  if ((formats as readonly string[]).includes(formatRaw)) format = formatRaw as Config['log']['format'];
+  else problems.push(`The log format "${formatRaw}" is not one of ${formats.join(', ')}.`);
+
   if (problems.length) throw new ConfigError(problems);
   return {
     domain,
@@ -353,7 +363,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     tor,
     limits,
     dns: { mxHost, addresses },
-    log: { level },
+    log: { level, format },
     source: { file: file ? path.resolve(cwd, file) : null },
   };
 }

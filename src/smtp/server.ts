@@ -15,6 +15,7 @@ import { deliverMessage, MessageTooBig, transactionId, type Recipient } from './
 import { reply, SmtpReply } from './replies.js';
 import { MemoryBudget } from './memory.js';
 import { SpaceLedger } from './space.js';
+import { ReplyCounter } from './counters.js';
 
 export interface SmtpDeps {
   config: Config;
@@ -26,6 +27,8 @@ export interface SmtpDeps {
 
 export interface SmtpListener {
   port: number;
+  /** Replies given in the last hour, by code (counts only). */
+  replies: ReplyCounter;
   /** Stops accepting connections, waits for transactions in flight (bounded), closes. */
   close(): Promise<void>;
 }
@@ -58,6 +61,11 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
   let closing = false;
 
   const sources = new SourceCounter(config.smtp.maxClientsPerAddress);
+  const replies = new ReplyCounter();
+  const refused = (err: SmtpReply): SmtpReply => {
+    replies.record(err.responseCode, err.enhanced);
+    return err;
+  };
 
   const options: SMTPServerOptions & { greetingDelayMs: number; maxCommandLength: number } & DeadlineOptions = {
     name: config.domain,
@@ -78,7 +86,10 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
     // Read by the deadline patch (patches.ts, deadlines.ts).
     commandTimeoutMs: config.smtp.commandTimeoutMs,
     minDataRate: config.smtp.minDataRate,
-    onDeadline: (phase) => logger.info({ evt: 'refused', code: 421, enh: '4.4.2', reason: phase === 'data' ? 'message data too slow' : 'command line too slow' }),
+    onDeadline: (phase) => {
+      replies.record(421, '4.4.2');
+      logger.info({ evt: 'refused', code: 421, enh: '4.4.2', reason: phase === 'data' ? 'message data too slow' : 'command line too slow' });
+    },
     closeTimeout: 30_000,
     greetingDelayMs: config.smtp.greetingDelayMs,
     logger: false,
@@ -87,10 +98,10 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
     // so it is kept here. A connection refused here is closed at once by smtp-server and
     // leaves the maxClients count with it; onClose runs for every connection, counted or not.
     onConnect(session, callback) {
-      if (closing) return callback(reply.shuttingDown());
+      if (closing) return callback(refused(reply.shuttingDown()));
       if (!sources.admit(session.id, session.remoteAddress)) {
         logger.info({ evt: 'refused', code: 421, enh: '4.7.0', reason: 'too many connections from one source' });
-        return callback(reply.tooManyFromAddress());
+        return callback(refused(reply.tooManyFromAddress()));
       }
       logger.debug({ evt: 'connect', cid: session.id, ip: session.remoteAddress }, 'connection');
       callback();
@@ -114,10 +125,10 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
           if (err instanceof SmtpReply) {
             logger.info({ evt: 'rcpt-refused', code: err.responseCode, enh: err.enhanced });
             logger.debug({ evt: 'rcpt-refused', cid: session.id, rcpt: address.address });
-            return callback(err);
+            return callback(refused(err));
           }
           logger.error({ evt: 'rcpt-error', err: errorName(err) }, 'recipient check failed');
-          callback(reply.storeFailed());
+          callback(refused(reply.storeFailed()));
         },
       );
     },
@@ -144,26 +155,27 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
           inFlight--;
           const ms = Number(process.hrtime.bigint() - started) / 1e6;
           logger.info({ evt: 'delivered', copies: r.stored, bytes: r.bytes, mode: r.mode, ms: Math.round(ms * 10) / 10 });
+          replies.record(250, '2.0.0');
           callback(null, `2.0.0 Ok: stored encrypted as ${id}`);
         },
         (err: unknown) => {
           inFlight--;
           if (err instanceof MessageTooBig || (stream as { sizeExceeded?: boolean }).sizeExceeded) {
             logger.info({ evt: 'refused', code: 552, enh: '5.3.4' });
-            return callback(reply.tooBig(config.limits.maxMessageBytes));
+            return callback(refused(reply.tooBig(config.limits.maxMessageBytes)));
           }
           if (err instanceof SmtpReply) {
             // Over quota or under the disk floor while the copies were written: nothing was kept.
             logger.info({ evt: 'refused', code: err.responseCode, enh: err.enhanced });
-            return callback(err);
+            return callback(refused(err));
           }
           if (isGone(err)) {
             logger.info({ evt: 'aborted', reason: 'client went away during DATA' });
-            return callback(reply.storeFailed());
+            return callback(refused(reply.storeFailed()));
           }
           // The error's text could in theory quote data; log its name and code only.
           logger.error({ evt: 'store-failed', err: errorName(err), code: 451 }, 'message not stored');
-          callback(reply.storeFailed());
+          callback(refused(reply.storeFailed()));
         },
       );
     },
@@ -182,6 +194,7 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
 
   return {
     port,
+    replies,
     async close() {
       closing = true;
       const deadline = Date.now() + 20_000;

@@ -13,6 +13,8 @@ import { renderTorrc, torrcTemplatePath, torrcValue } from './torrc.js';
 export interface ManagedTor {
   onionAddress: string;
   pid: number;
+  /** tor's control socket (cookie authentication), or null when its path is too long for one. */
+  controlSocket: string | null;
   /** SIGTERM, then SIGKILL after 10 s; resolves once tor has exited. Safe to call twice. */
   stop(): Promise<void>;
 }
@@ -26,6 +28,15 @@ export interface StartManagedTorOptions {
 
 const KILL_AFTER_MS = 10_000;
 const POLL_MS = 100;
+
+/** A unix socket path must fit sockaddr_un.sun_path (108 bytes with its NUL on Linux). */
+const MAX_SOCKET_PATH = 107;
+
+/** Where the managed tor listens for its controller (kzymy), or null if the path is too long. */
+export function managedControlSocket(config: Config): string | null {
+  const file = path.join(config.tor.dataDir, 'control.sock');
+  return Buffer.byteLength(file) <= MAX_SOCKET_PATH ? file : null;
+}
 
 /** The full torrc of the managed tor: the project template, then managed-only lines. */
 export function managedTorrc(template: string, config: Config): string {
@@ -44,6 +55,10 @@ export function managedTorrc(template: string, config: Config): string {
     'GeoIPFile ""',
     'GeoIPv6File ""',
   ];
+  // kzymy reads bootstrap progress and descriptor uploads there (src/tor/control.ts); the
+  // socket lives in the 0700 DataDirectory, and the cookie is tor's control_auth_cookie.
+  const control = managedControlSocket(config);
+  if (control) managed.push(`ControlSocket ${torrcValue(control)}`, 'CookieAuthentication 1');
   if (config.tor.extraConfig.length) managed.push('## tor.extraConfig', ...config.tor.extraConfig);
   return `${body.replace(/\n*$/, '\n')}${managed.join('\n')}\n`;
 }
@@ -150,7 +165,7 @@ export async function startManagedTor(opts: StartManagedTorOptions): Promise<Man
     if (address && child.pid !== undefined) {
       logger.info({ evt: 'tor-started', pid: child.pid }, 'tor started');
       logger.info({ evt: 'tor-onion', onion: address }, 'onion address known');
-      return { onionAddress: address, pid: child.pid, stop };
+      return { onionAddress: address, pid: child.pid, controlSocket: managedControlSocket(config), stop };
     }
     if (Date.now() > deadline) {
       await stop();

@@ -18,6 +18,7 @@ import { requireBinaries, tempDir } from '../helpers/env.js';
 import { gpgDecrypt, makeFreshGpgKey } from '../helpers/gpg.js';
 import { marker, rawMessage } from '../helpers/mail.js';
 import { swaks } from '../helpers/swaks.js';
+import { ROOT, serverCommand } from '../helpers/server.js';
 import { otherIpTargets, readConnects, tcpTargets, traced, tracedExecutable } from './connect-trace.js';
 import { startOnionServer, type OnionServer } from './onion-server.js';
 import { watchPort, type PortWatch } from './portwatch.js';
@@ -315,5 +316,26 @@ describe('e2e: signup and pickup through a kzymy onion service on a private Tor 
       child.once('error', reject).once('exit', () => resolve());
     });
     expect(tcpTargets(await readConnects(controlLog)), 'strace records a direct connection').to.include(`127.0.0.1:${webPort}`);
+  });
+
+  // Last: `status` itself connects to the listeners, which the test above must not see.
+  it("logs the managed tor's descriptor upload as published, and status reports tor and the onion ok", async function () {
+    const srv = server!.srv;
+    const until = Date.now() + 120_000;
+    while (!/"evt":"onion-published"/.test(srv.output()) && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
+    expect(srv.output(), 'the onion-published line').to.match(/"evt":"onion-published","msg":"onion service descriptor published/);
+    expect(srv.output()).to.match(/"evt":"tor-bootstrap","percent":100,/);
+    const c = serverCommand('status', '--json', '--config', srv.configFile);
+    const st = await promisify(execFile)(c.cmd, c.args, { cwd: ROOT }).then(
+      (r) => r.stdout,
+      (e: { stdout: string }) => e.stdout,
+    );
+    const j = JSON.parse(st) as { lines: { mark: string; part: string; text: string }[]; status: { replies: Record<string, number> } };
+    expect(j.lines.find((l) => l.part === 'tor'), st).to.include({ mark: 'ok' });
+    const onionLine = j.lines.find((l) => l.part === 'onion');
+    expect(onionLine, st).to.include({ mark: 'ok' });
+    expect(onionLine!.text).to.match(new RegExp(`^http://${server!.onion.replace(/\./g, '\\.')}/ is published \\(descriptor uploaded `));
+    expect(j.status.replies['250 2.0.0'], 'the swaks mail was counted').to.be.at.least(1);
+    console.log(`      status: ${j.lines.map((l) => `${l.part} ${l.mark}`).join(', ')}`);
   });
 });
