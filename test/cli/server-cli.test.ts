@@ -44,7 +44,7 @@ describe('kzymy-server command line', function () {
   after(async () => cleanup?.());
 
   it('has --help on every command', async function () {
-    for (const args of [[], ['start'], ['init'], ['check'], ['users'], ['users', 'list'], ['users', 'show'], ['users', 'add'], ['users', 'disable'], ['users', 'enable'], ['users', 'delete'], ['purge'], ['stats']]) {
+    for (const args of [[], ['start'], ['init'], ['check'], ['users'], ['users', 'list'], ['users', 'show'], ['users', 'add'], ['users', 'disable'], ['users', 'enable'], ['users', 'delete'], ['purge'], ['stats'], ['status'], ['dns'], ['backup'], ['restore']]) {
       const r = await cli([...args, '--help']);
       expect(r.code, args.join(' ')).to.equal(0);
       expect(r.stdout, args.join(' ')).to.match(/^Usage: kzymy-server/);
