@@ -58,6 +58,15 @@ function asBuffer(c: Uint8Array): Buffer {
   return Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
 }
 
+/** The rest of a source once its start was dealt with, chunk by chunk as it comes. */
+async function* rest(it: AsyncIterator<Uint8Array> | Iterator<Uint8Array>): AsyncGenerator<Buffer> {
+  for (;;) {
+    const r = await it.next();
+    if (r.done) return;
+    yield asBuffer(r.value);
+  }
+}
+
 /** The fields to copy from a complete header section (latin1, so every byte is kept). */
 function copies(header: string): string {
   const out: string[] = [];
@@ -176,12 +185,7 @@ export async function* protectPayload(plaintext: Chunks): AsyncGenerator<Buffer>
     }
     yield* held;
     held.length = 0;
-    if (finished) return;
-    for (;;) {
-      const r = await it.next();
-      if (r.done) return;
-      yield asBuffer(r.value);
-    }
+    if (!finished) yield* rest(it);
   } finally {
     // A consumer that stops early (an error downstream) stops the source too.
     await it.return?.();
@@ -256,12 +260,7 @@ export async function* restoreOriginal(chunks: AsyncIterable<Uint8Array> | Itera
       yield* held;
     }
     held.length = 0;
-    if (finished) return;
-    for (;;) {
-      const r = await it.next();
-      if (r.done) return;
-      yield asBuffer(r.value);
-    }
+    if (!finished) yield* rest(it);
   } finally {
     await it.return?.();
   }

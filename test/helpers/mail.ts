@@ -1,4 +1,5 @@
 // Test mail: raw RFC 5322 messages with a unique marker, and reading what landed.
+import type { DeliveryInfo } from '../../src/pgp/index.js';
 import { readdir, readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -72,3 +73,15 @@ export async function filesContaining(dir: string, needle: string, skip: (p: str
   }
   return hits;
 }
+
+/** The envelope of a sample delivery, for the tests of what is encrypted. */
+export const SAMPLE_DELIVERY: DeliveryInfo = {
+  mailFrom: 'bounce@sender.example',
+  rcptTo: 'shop@abc123.kzymy.localhost',
+  heloName: 'mx.sender.example',
+  remoteAddress: '192.0.2.7',
+  receivedBy: 'kzymy.localhost',
+  id: 'A1b2C3',
+  date: new Date('2026-03-04T05:06:07Z'),
+  tls: true,
+};

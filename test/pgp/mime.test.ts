@@ -1,5 +1,6 @@
 // PGP/MIME Maildir files: decrypted by real GnuPG 2.2 and Sequoia sq.
 import { expect } from 'chai';
+import { SAMPLE_DELIVERY } from '../helpers/mail.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -15,7 +16,7 @@ import {
   OUTER_HEADER_FIELDS,
   rfc5322Date,
 } from '../../src/pgp/index.js';
-import type { DeliveryInfo, EncryptOptions } from '../../src/pgp/index.js';
+import type { EncryptOptions } from '../../src/pgp/index.js';
 import {
   gpg,
   gpgDecrypt,
@@ -29,16 +30,7 @@ import {
 import type { GoodGpgKeyKind, TestKey } from '../helpers/gpg.js';
 import { tempDir } from '../helpers/env.js';
 
-const INFO: DeliveryInfo = {
-  mailFrom: 'bounce@sender.example',
-  rcptTo: 'shop@abc123.kzymy.localhost',
-  heloName: 'mx.sender.example',
-  remoteAddress: '192.0.2.7',
-  receivedBy: 'kzymy.localhost',
-  id: 'A1b2C3',
-  date: new Date('2026-03-04T05:06:07Z'),
-  tls: true,
-};
+const INFO = SAMPLE_DELIVERY;
 
 /** A message with CRLF, a bare LF, a bare CR, 8-bit bytes and a NUL: every byte must survive. */
 function original(): Buffer {

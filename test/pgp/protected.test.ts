@@ -1,6 +1,7 @@
 // The protected-headers wrapper (src/pgp/protected.ts): what it adds, that it comes off byte
 // for byte whatever the chunking, and that a sender cannot make restore cut her mail.
 import { expect } from 'chai';
+import { SAMPLE_DELIVERY } from '../helpers/mail.js';
 import { randomBytes } from 'node:crypto';
 import {
   deliveryHeaders,
@@ -11,18 +12,8 @@ import {
   restoreOriginal,
   WRAPPER_CONTENT_TYPE,
 } from '../../src/pgp/index.js';
-import type { DeliveryInfo } from '../../src/pgp/index.js';
 
-const INFO: DeliveryInfo = {
-  mailFrom: 'bounce@sender.example',
-  rcptTo: 'shop@abc123.kzymy.localhost',
-  heloName: 'mx.sender.example',
-  remoteAddress: '192.0.2.7',
-  receivedBy: 'kzymy.localhost',
-  id: 'A1b2C3',
-  date: new Date('2026-03-04T05:06:07Z'),
-  tls: true,
-};
+const INFO = SAMPLE_DELIVERY;
 const DH = deliveryHeaders(INFO);
 
 function* chunksOf(buf: Buffer, size: number): Generator<Buffer> {
