@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 # System binaries the suites drive for real: GnuPG and Sequoia (keys), swaks and
 # Postfix's smtp-source (SMTP peers; libnet-ssleay-perl gives swaks STARTTLS), python3-dkim (DKIM), tor (onion service and a
 # private Tor network), chromium (no-JavaScript pages), and the appliance's checkers.
+# postgresql: the registry tests run a private server (unix socket only) for its engine.
 PACKAGES=(
   gnupg sq swaks postfix python3-dkim openssl tor chromium
   shellcheck nftables debootstrap systemd-container zstd vagrant
-  strace rsync util-linux ca-certificates procps iproute2 libnet-ssleay-perl
+  strace rsync util-linux ca-certificates procps iproute2 libnet-ssleay-perl postgresql
 )
 
 missing=()
