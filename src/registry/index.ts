@@ -33,6 +33,7 @@
 // PostgreSQL (./postgres.ts, its schema in ./pg-migrations.ts), serves several nodes from
 // one database with the same guarantees; `registry.engine` in the configuration picks it.
 import { LowdbRegistry, REFRESH_MS, type OpenOptions as LowdbOptions } from './lowdb.js';
+import { PostgresRegistry } from './postgres.js';
 import { RegistryError, type Registry } from './types.js';
 
 export * from './types.js';
@@ -52,8 +53,6 @@ export interface OpenOptions extends LowdbOptions {
 export async function openRegistry(opts: OpenOptions): Promise<Registry> {
   if ((opts.engine ?? 'lowdb') === 'lowdb') return LowdbRegistry.open(opts);
   if (!opts.url) throw new RegistryError('missing', 'The postgres registry engine needs registry.url (KZYMY_REGISTRY_URL), such as postgresql:///kzymy?host=/run/postgresql.');
-  // Loaded only when chosen: a lowdb installation never loads the database driver.
-  const { PostgresRegistry } = await import('./postgres.js');
   return PostgresRegistry.open({ url: opts.url, logger: opts.logger, follow: opts.follow, beforeCreate: opts.beforeCreate });
 }
 
