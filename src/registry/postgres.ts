@@ -95,6 +95,7 @@ export class PostgresRegistry implements Registry {
   private failing = false;
   private closed = false;
   private readonly keys = new Map<string, string>();
+  private readonly guarded = new WeakSet<pg.PoolClient>();
 
   private constructor(private readonly opts: PostgresOptions) {
     this.location = withoutPassword(opts.url);
@@ -123,6 +124,20 @@ export class PostgresRegistry implements Registry {
     return reg;
   }
 
+  /**
+   * A connection from the pool. The pool listens for errors of idle connections only; one
+   * that breaks while checked out (the server went away) also fails its query, which is
+   * where the error is handled, so its 'error' event is only kept from ending the process.
+   */
+  private async connect(): Promise<pg.PoolClient> {
+    const c = await this.pool.connect();
+    if (!this.guarded.has(c)) {
+      this.guarded.add(c);
+      c.on('error', () => undefined);
+    }
+    return c;
+  }
+
   /** A RegistryError as it is, or a database failure as a sentence ('write-failed', which the web answers with 503). */
   private asError(err: unknown): RegistryError {
     if (err instanceof RegistryError) return err;
@@ -136,7 +151,7 @@ export class PostgresRegistry implements Registry {
 
   /** Creates or upgrades the schema, once, whichever node gets the lock first. */
   private async migrate(): Promise<void> {
-    const c = await this.pool.connect();
+    const c = await this.connect();
     try {
       await c.query('BEGIN');
       await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
@@ -172,7 +187,7 @@ export class PostgresRegistry implements Registry {
 
   /** Reads the changes numbered after `cursor`, all from one snapshot; returns whether the state changed. */
   private async pass(): Promise<boolean> {
-    const c = await this.pool.connect();
+    const c = await this.connect();
     let rows: Row[];
     let names: Set<string> | null = null;
     let head: string;
@@ -343,7 +358,7 @@ export class PostgresRegistry implements Registry {
     if (this.closed) throw new Error('the registry is closed');
     let c: pg.PoolClient;
     try {
-      c = await this.pool.connect();
+      c = await this.connect();
     } catch (err) {
       throw this.asError(err);
     }
