@@ -139,11 +139,11 @@ export class PostgresRegistry implements Registry {
   }
 
   /** A RegistryError as it is, or a database failure as a sentence ('write-failed', which the web answers with 503). */
-  private asError(err: unknown): RegistryError {
+  private asError(err: unknown, change = false): RegistryError {
     if (err instanceof RegistryError) return err;
     return new RegistryError(
       'write-failed',
-      `The registry database ${this.location} cannot be used now (${reason(err)}), so the change was not made or not confirmed. ` +
+      `The registry database ${this.location} cannot be used now (${reason(err)})${change ? ', so the change was not made or not confirmed' : ''}. ` +
         'Check that PostgreSQL is running and reachable, then try again.',
       { cause: err },
     );
@@ -360,7 +360,7 @@ export class PostgresRegistry implements Registry {
     try {
       c = await this.connect();
     } catch (err) {
-      throw this.asError(err);
+      throw this.asError(err, true);
     }
     let out: T;
     try {
@@ -372,7 +372,7 @@ export class PostgresRegistry implements Registry {
     } catch (err) {
       await c.query('ROLLBACK').catch(() => undefined);
       c.release(err instanceof RegistryError ? undefined : (err as Error));
-      throw this.asError(err);
+      throw this.asError(err, true);
     }
     // Committed: the change is durable. Read it (and whatever came before it) into memory.
     await this.catchUp().catch((err) => this.opts.logger?.warn({ evt: 'registry-read-failed', err: { name: (err as Error).name, code: (err as { code?: string }).code } }));

@@ -22,7 +22,8 @@ describeEngines('registry: a writer killed mid-change', (e) => {
       child = await spawnChild({ ...e.store, mode: 'loop', prefix: `r${round}`, parallel: 4 });
       child.send('go');
       // Let it get some changes acknowledged, then kill it at a random moment.
-      await child.waitFor((l) => l.ack === 'alias');
+      const running = child;
+      await child.waitFor(() => running.lines.filter((l) => l.ack === 'add').length >= 3 && running.lines.some((l) => l.ack === 'alias'));
       await sleep(20 + Math.floor(Math.random() * 200));
       child.proc.kill('SIGKILL');
       const { signal } = await child.exited;

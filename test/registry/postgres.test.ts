@@ -118,7 +118,9 @@ describeEngines(
       expect(away.code).to.equal('write-failed');
       expect(away.message).to.include('cannot be reached');
       expect((await refusal(me.refresh())).code).to.equal('write-failed');
-      expect((await refusal(openRegistry(e.store))).code).to.equal('write-failed');
+      const opening = await refusal(openRegistry(e.store));
+      expect(opening.code).to.equal('write-failed');
+      expect(opening.message).to.match(/^The registry database .* cannot be used now \(it cannot be reached\)\. Check that PostgreSQL is running and reachable, then try again\.$/);
 
       await e.cluster!.start();
       const fresh = await e.open();
