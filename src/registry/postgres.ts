@@ -105,6 +105,8 @@ export class PostgresRegistry implements Registry {
       connectionTimeoutMillis: 10_000,
       query_timeout: 30_000,
       idleTimeoutMillis: 30_000,
+      // A CLI command that has done its work exits without closing the registry first.
+      allowExitOnIdle: true,
       application_name: 'kzymy',
     });
     // An idle connection the server closed (a restart): the pool drops it and makes a new one.
