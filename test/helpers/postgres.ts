@@ -78,7 +78,7 @@ export async function startCluster(): Promise<Cluster> {
   const dir = await mkdtemp(path.join(tmpdir(), 'kzymy-pg-'));
   const data = path.join(dir, 'data');
   const as = async (cmd: string, args: string[]) => {
-    const [file, argv] = asRoot ? ['runuser', ['-u', 'postgres', '--', path.join(bin, cmd), ...args]] : [path.join(bin, cmd), args];
+    const [file, argv] = asRoot ? [which('runuser') ?? 'runuser', ['-u', 'postgres', '--', path.join(bin, cmd), ...args]] : [path.join(bin, cmd), args];
     try {
       await run(file, argv, { cwd: '/' });
     } catch (err) {
