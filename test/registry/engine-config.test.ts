@@ -1,6 +1,9 @@
 // The registry.* settings: which engine, and where its database is.
 import { expect } from 'chai';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { loadConfig, ConfigError } from '../../src/config/index.js';
+import { tempDir } from '../helpers/env.js';
 
 function problems(env: NodeJS.ProcessEnv): string[] {
   try {
@@ -38,6 +41,25 @@ describe('config: registry engine', () => {
       expect(found, url).to.have.length(1);
       expect(found[0], url).to.match(/^The setting "registry.url" \(KZYMY_REGISTRY_URL\) must be a PostgreSQL URL such as .*\.$/);
       expect(found[0], url).not.to.include('hunter2');
+    }
+  });
+
+  it('reads the registry section of the file, and the environment wins', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const file = path.join(dir, 'config.json');
+      await writeFile(file, JSON.stringify({ registry: { engine: 'postgres', url: 'postgresql:///kzymy?host=/run/postgresql' } }));
+      expect(loadConfig({ file, env: { PATH: '' } }).registry).to.deep.equal({ engine: 'postgres', url: 'postgresql:///kzymy?host=/run/postgresql' });
+      expect(loadConfig({ file, env: { PATH: '', KZYMY_REGISTRY_ENGINE: 'lowdb' } }).registry).to.deep.equal({ engine: 'lowdb', url: null });
+      await writeFile(file, JSON.stringify({ registry: { engine: 'postgres', uri: 'postgresql:///kzymy' } }));
+      try {
+        loadConfig({ file, env: { PATH: '' } });
+        expect.fail('expected a ConfigError');
+      } catch (err) {
+        expect((err as ConfigError).problems).to.include('Unknown setting "registry.uri" in the configuration file.');
+      }
+    } finally {
+      await cleanup();
     }
   });
 });
