@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 # Postfix's smtp-source (SMTP peers; libnet-ssleay-perl gives swaks STARTTLS), python3-dkim (DKIM), tor (onion service and a
 # private Tor network), chromium (no-JavaScript pages), curl (the client download, as the pages
 # show it), and the appliance's checkers.
+# postgresql: the registry tests run a private server (unix socket only) for its engine.
 PACKAGES=(
   gnupg sq swaks postfix python3-dkim openssl tor chromium curl
   shellcheck nftables debootstrap systemd-container zstd vagrant
-  strace rsync util-linux ca-certificates procps iproute2 libnet-ssleay-perl
+  strace rsync util-linux ca-certificates procps iproute2 libnet-ssleay-perl postgresql
   notmuch neomutt tmux
 )
 

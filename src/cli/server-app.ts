@@ -51,6 +51,8 @@ export async function openStores(
   const maildir = new MaildirStore(config.maildirRoot);
   const registry = await openRegistry({
     dataDir: config.dataDir,
+    engine: config.registry.engine,
+    url: config.registry.url ?? undefined,
     logger: opts.logger,
     follow: opts.server,
     compact: opts.server,

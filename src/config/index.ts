@@ -81,9 +81,18 @@ export interface DnsConfig {
   addresses: string[];
 }
 
+/** Where the registry (users, keys, aliases) lives. */
+export interface RegistryConfig {
+  /** lowdb: files in dataDir/registry (the default). postgres: the database at `url`. */
+  engine: 'lowdb' | 'postgres';
+  /** postgresql://... for the postgres engine (a unix socket: postgresql:///kzymy?host=/run/postgresql); null for lowdb. */
+  url: string | null;
+}
+
 export interface Config {
   domain: string;
   dataDir: string;
+  registry: RegistryConfig;
   maildirRoot: string;
   /** Username that receives postmaster@DOMAIN; null refuses it at RCPT. */
   postmaster: string | null;
@@ -129,6 +138,21 @@ type Json = Record<string, unknown>;
 /** A DNS name: labels of letters, digits and hyphens, at most 200 characters here. */
 const DNS_NAME = /^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
+/**
+ * A postgres:// or postgresql:// URL as node-postgres reads it. An empty host (a unix
+ * socket named by ?host=/run/postgresql) is valid there but not for WHATWG URL, which
+ * checks the rest (port, escapes) once a host stands in for it.
+ */
+function postgresUrl(url: string): boolean {
+  if (!/^postgres(ql)?:\/\/\S*$/i.test(url)) return false;
+  try {
+    new URL(url.replace(/^(postgres(?:ql)?:\/\/(?:[^/@?#]*@)?)(?=[/?#]|$)/i, '$1localhost'));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const KNOWN: Record<string, string[] | null> = {
   domain: null,
   dataDir: null,
@@ -153,6 +177,7 @@ const KNOWN: Record<string, string[] | null> = {
   limits: ['maxMessageBytes', 'quotaBytes', 'minFreeBytes', 'retentionDays', 'memoryBufferBytes', 'memoryBudgetBytes', 'memoryWaitMs'],
   dns: ['mxHost', 'addresses'],
   log: ['level', 'format'],
+  registry: ['engine', 'url'],
 };
 
 export interface LoadOptions {
@@ -249,6 +274,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   const limF = section('limits');
   const logF = section('log');
   const dnsF = section('dns');
+  const registryF = section('registry');
 
   let domain = str('domain', fromFile.domain, 'kzymy.localhost');
   if (env.KZYMY_DOMAIN) domain = env.KZYMY_DOMAIN;
@@ -259,6 +285,20 @@ export function loadConfig(opts: LoadOptions = {}): Config {
 
   const dataDir = envPath(env.KZYMY_DATA_DIR, filePath('dataDir', fromFile.dataDir, path.resolve(cwd, 'data')));
   const maildirRoot = envPath(env.KZYMY_MAILDIR_ROOT, filePath('maildirRoot', fromFile.maildirRoot, path.resolve(cwd, 'maildirs')));
+
+  // The URL may hold a password: no sentence below repeats it.
+  const engineRaw = env.KZYMY_REGISTRY_ENGINE || str('registry.engine', registryF.engine, 'lowdb');
+  let engine: RegistryConfig['engine'] = 'lowdb';
+  if (engineRaw === 'lowdb' || engineRaw === 'postgres') engine = engineRaw;
+  else problems.push(`The registry engine "${engineRaw}" (registry.engine, KZYMY_REGISTRY_ENGINE) is not one of lowdb, postgres.`);
+  const registryUrl: string | null = env.KZYMY_REGISTRY_URL || (registryF.url === undefined ? null : str('registry.url', registryF.url, '')) || null;
+  if (registryUrl !== null && !postgresUrl(registryUrl)) {
+    problems.push(
+      'The setting "registry.url" (KZYMY_REGISTRY_URL) must be a PostgreSQL URL such as postgresql://kzymy@db.example/kzymy or, over a unix socket, postgresql:///kzymy?host=/run/postgresql.',
+    );
+  } else if (engine === 'postgres' && registryUrl === null) {
+    problems.push('The registry engine "postgres" needs "registry.url" (KZYMY_REGISTRY_URL), such as postgresql:///kzymy?host=/run/postgresql.');
+  }
 
   let postmaster: string | null = null;
   if (fromFile.postmaster !== undefined && fromFile.postmaster !== null) {
@@ -356,6 +396,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   return {
     domain,
     dataDir,
+    registry: { engine, url: engine === 'postgres' ? registryUrl : null },
     maildirRoot,
     postmaster,
     smtp,

@@ -29,19 +29,31 @@
 // - Other processes see a change within REFRESH_MS (one second: a timer, with fs.watch
 //   to be sooner); an unknown recipient at RCPT looks again at once.
 //
-// The engine sits behind the `Registry` interface (./types.ts), which a database engine
-// can implement for several nodes.
-import { LowdbRegistry, REFRESH_MS, type OpenOptions } from './lowdb.js';
-import type { Registry } from './types.js';
+// The engine sits behind the `Registry` interface (./types.ts). The second engine,
+// PostgreSQL (./postgres.ts, its schema in ./pg-migrations.ts), serves several nodes from
+// one database with the same guarantees; `registry.engine` in the configuration picks it.
+import { LowdbRegistry, REFRESH_MS, type OpenOptions as LowdbOptions } from './lowdb.js';
+import { PostgresRegistry } from './postgres.js';
+import { RegistryError, type Registry } from './types.js';
 
 export * from './types.js';
 export { randomUsername, normalizeLocalPart, allows } from './names.js';
 export { REFRESH_MS };
-export type { OpenOptions };
 
-/** Opens (or, where none exists yet, creates) the registry in `opts.dataDir`. */
-export function openRegistry(opts: OpenOptions): Promise<Registry> {
-  return LowdbRegistry.open(opts);
+export type RegistryEngine = 'lowdb' | 'postgres';
+
+export interface OpenOptions extends LowdbOptions {
+  /** 'lowdb' (the default): files in dataDir. 'postgres': the database at `url`. */
+  engine?: RegistryEngine;
+  /** postgresql://... (the postgres engine only). */
+  url?: string;
+}
+
+/** Opens (or, where none exists yet, creates) the registry: in `opts.dataDir`, or in the database at `opts.url`. */
+export async function openRegistry(opts: OpenOptions): Promise<Registry> {
+  if ((opts.engine ?? 'lowdb') === 'lowdb') return LowdbRegistry.open(opts);
+  if (!opts.url) throw new RegistryError('missing', 'The postgres registry engine needs registry.url (KZYMY_REGISTRY_URL), such as postgresql:///kzymy?host=/run/postgresql.');
+  return PostgresRegistry.open({ url: opts.url, logger: opts.logger, follow: opts.follow, beforeCreate: opts.beforeCreate });
 }
 
 /** Whether a registry (of either layout) exists in dataDir. */

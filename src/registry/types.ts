@@ -50,11 +50,12 @@ export class RegistryError extends Error {
 
 /**
  * The registry as the rest of kzymy sees it. The lowdb engine (src/registry/lowdb.ts) is
- * the embedded default; a database engine implements the same contract.
+ * the embedded default; the PostgreSQL engine (src/registry/postgres.ts) implements the
+ * same contract for several nodes.
  *
  * Reads are synchronous and served from memory; they reflect every change this process
- * made and, within a bounded time (REFRESH_MS for the lowdb engine), every change another
- * process made. A change resolves only after it is durable, and only then becomes
+ * made and, within a bounded time (REFRESH_MS for both engines), every change another
+ * process (or node) made. A database that cannot be reached is 'write-failed'. A change resolves only after it is durable, and only then becomes
  * visible to readers.
  */
 export interface Registry {

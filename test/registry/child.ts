@@ -18,6 +18,9 @@ import { ROOT } from '../helpers/server.js';
 
 export interface ChildOptions {
   dataDir: string;
+  /** The engine and its database (see ./engines.ts); lowdb in dataDir when absent. */
+  engine?: 'lowdb' | 'postgres';
+  url?: string;
   /** writers: one burst of mixed changes; loop: changes until "stop" (or a kill); opener: opens on "open". */
   mode: 'writers' | 'loop' | 'opener';
   /** Distinguishes this process's fingerprints and local parts. */
@@ -198,7 +201,7 @@ async function opener(): Promise<void> {
     if (cmd === 'open') {
       n++;
       try {
-        reg = await openRegistry({ dataDir: opts.dataDir });
+        reg = await openRegistry({ dataDir: opts.dataDir, engine: opts.engine, url: opts.url });
         say({ opened: n });
       } catch (err) {
         say({ openFailed: n, message: String(err), code: err instanceof RegistryError ? err.code : undefined });
@@ -218,7 +221,7 @@ async function opener(): Promise<void> {
 
 async function main(): Promise<void> {
   if (opts.mode === 'opener') return opener();
-  const reg = await openRegistry({ dataDir: opts.dataDir, follow: opts.follow, compact: opts.compact, compactBytes: opts.compactBytes });
+  const reg = await openRegistry({ dataDir: opts.dataDir, engine: opts.engine, url: opts.url, follow: opts.follow, compact: opts.compact, compactBytes: opts.compactBytes });
   let work: Promise<void> | null = null;
   say({ ready: true, pid: process.pid });
   for await (const line of createInterface({ input: process.stdin })) {

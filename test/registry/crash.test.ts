@@ -7,28 +7,23 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { openRegistry, type Registry } from '../../src/registry/index.js';
 import { tempDir } from '../helpers/env.js';
 import { spawnChild, reap, key, currentJournal, expectAcknowledged, type Child, type Line } from './child.js';
+import { describeEngines } from './engines.js';
 
-describe('registry: a writer killed mid-change', () => {
-  let dir: string;
-  let cleanup: () => Promise<void>;
+describeEngines('registry: a writer killed mid-change', (e) => {
   let child: Child | undefined;
-  let regs: Registry[] = [];
-  beforeEach(async () => ({ dir, cleanup } = await tempDir()));
   afterEach(async () => {
     await reap(child);
     child = undefined;
-    await Promise.all(regs.map((r) => r.close()));
-    regs = [];
-    await cleanup();
   });
 
   it('keeps every acknowledged change across several SIGKILLs and takes new changes after each', async () => {
     const acks: Line[] = [];
     for (let round = 0; round < 3; round++) {
-      child = await spawnChild({ dataDir: dir, mode: 'loop', prefix: `r${round}`, parallel: 4 });
+      child = await spawnChild({ ...e.store, mode: 'loop', prefix: `r${round}`, parallel: 4 });
       child.send('go');
       // Let it get some changes acknowledged, then kill it at a random moment.
-      await child.waitFor((l) => l.ack === 'alias');
+      const running = child;
+      await child.waitFor(() => running.lines.filter((l) => l.ack === 'add').length >= 3 && running.lines.some((l) => l.ack === 'alias'));
       await sleep(20 + Math.floor(Math.random() * 200));
       child.proc.kill('SIGKILL');
       const { signal } = await child.exited;
@@ -37,21 +32,29 @@ describe('registry: a writer killed mid-change', () => {
       acks.push(...child.lines.filter((l) => 'ack' in l));
       child = undefined;
 
-      const reg = await openRegistry({ dataDir: dir });
-      regs.push(reg);
+      const reg = await e.open();
       expectAcknowledged(reg, acks);
       const u = await reg.add(key(`AFTER${round}`));
       await reg.addAlias(u.username, `after-${round}`);
       acks.push({ ack: 'add', username: u.username, fingerprint: `AFTER${round}` }, { ack: 'alias', user: u.username, local: `after-${round}` });
       await reg.close();
-      regs = [];
-      const again = await openRegistry({ dataDir: dir });
-      regs.push(again);
+      const again = await e.open();
       expectAcknowledged(again, acks);
       await again.close();
-      regs = [];
     }
     expect(acks.filter((l) => l.ack === 'add').length).to.be.greaterThan(8);
+  });
+});
+
+describe('registry: a journal record cut short by a crash', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let regs: Registry[] = [];
+  beforeEach(async () => ({ dir, cleanup } = await tempDir()));
+  afterEach(async () => {
+    await Promise.all(regs.map((r) => r.close()));
+    regs = [];
+    await cleanup();
   });
 
   it('skips a record cut short by a crash and keeps the records after it', async () => {

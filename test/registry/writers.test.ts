@@ -2,36 +2,28 @@
 // loses another's change, a key contested by all of them goes to exactly one account,
 // and every process ends with the same view as a fresh open.
 import { expect } from 'chai';
-import { openRegistry, RegistryError, type Registry, type User } from '../../src/registry/index.js';
-import { tempDir } from '../helpers/env.js';
+import { RegistryError, type User } from '../../src/registry/index.js';
 import { spawnChild, reap, key, type Child, type Line } from './child.js';
+import { describeEngines } from './engines.js';
 
 const sorted = (users: readonly User[]) => [...users].sort((a, b) => a.username.localeCompare(b.username));
 
-describe('registry: concurrent writers in separate processes', () => {
-  let dir: string;
-  let cleanup: () => Promise<void>;
+describeEngines('registry: concurrent writers in separate processes', (e) => {
   let children: Child[] = [];
-  let regs: Registry[] = [];
-  beforeEach(async () => ({ dir, cleanup } = await tempDir()));
   afterEach(async () => {
     await Promise.all(children.map(reap));
-    await Promise.all(regs.map((r) => r.close()));
     children = [];
-    regs = [];
-    await cleanup();
   });
 
   it('keeps every acknowledged change of every process and gives a contested key to exactly one account', async () => {
-    const me = await openRegistry({ dataDir: dir, follow: true });
-    regs.push(me);
+    const me = await e.open({ follow: true });
     const shared = await me.add(key('5A4ED'));
     const contested = Array.from({ length: 12 }, (_, i) => `C0DE${i}`);
     const ALIASES = 30;
     const SIGNUPS = 10;
     children = await Promise.all(
       ['p1', 'p2'].map((prefix, n) =>
-        spawnChild({ dataDir: dir, mode: 'writers', prefix, shared: shared.username, aliases: ALIASES, signups: SIGNUPS, contested, catchAllOff: n === 0, follow: n === 1 }),
+        spawnChild({ ...e.store, mode: 'writers', prefix, shared: shared.username, aliases: ALIASES, signups: SIGNUPS, contested, catchAllOff: n === 0, follow: n === 1 }),
       ),
     );
 
@@ -82,8 +74,7 @@ describe('registry: concurrent writers in separate processes', () => {
     await me.refresh();
     for (const c of children) c.send('dump');
     const dumps = await Promise.all(children.map((c) => c.waitFor((l) => 'dump' in l)));
-    const fresh = await openRegistry({ dataDir: dir });
-    regs.push(fresh);
+    const fresh = await e.open();
     const views: Array<[string, readonly User[]]> = [
       ['this process', me.list()],
       ['fresh open', fresh.list()],
