@@ -155,7 +155,9 @@ if [[ ! -f $CONFIG ]]; then
 	mx_host=${KZYMY_MX_HOST:-mx.$domain}
 	[[ $mx_host =~ ^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$ ]] || die "KZYMY_MX_HOST \"$mx_host\" is not a host name."
 	addresses=
-	for a in ${KZYMY_PUBLIC_IP//,/ }; do
+	ips_given=${KZYMY_PUBLIC_IP:-}
+	read -ra public_ips <<<"${ips_given//,/ }"
+	for a in "${public_ips[@]}"; do
 		[[ $a =~ ^[0-9A-Fa-f:.]+$ ]] || die "KZYMY_PUBLIC_IP \"$a\" is not an IP address."
 		addresses+="${addresses:+, }\"$a\""
 	done
