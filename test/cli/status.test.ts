@@ -2,9 +2,10 @@
 // SMTP, the real control socket), the start-up banner under a pseudo-terminal (script(1)),
 // and JSON lines when stdout is not a terminal.
 import { expect } from 'chai';
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -206,6 +207,91 @@ describe('kzymy-server status', function () {
     } finally {
       await srv.cleanup();
     }
+  });
+
+  describe('with a system tor the server cannot see (the appliance sandbox)', function () {
+    // A real tor (DisableNetwork 1) with its ControlSocket and onion service in a temp folder:
+    // the server asks the default system socket (absent here, hidden on the appliance), so the
+    // status command asks tor.controlSocket itself.
+    let t: { dir: string; cleanup: () => Promise<void> };
+    let tor: ChildProcess | null = null;
+    const ctl = (): string => path.join(t.dir, 'ctl');
+    before(async function () {
+      requireBinaries(this, 'tor', 'openssl');
+      t = await tempDir('kzymy-status-tor-');
+      await mkdir(path.join(t.dir, 'data'), { mode: 0o700 });
+      await mkdir(path.join(t.dir, 'hs'), { mode: 0o700 });
+      const torrc = [
+        `DataDirectory ${t.dir}/data`,
+        'DisableNetwork 1',
+        'SocksPort 0',
+        `ControlSocket ${ctl()}`,
+        'CookieAuthentication 1',
+        `HiddenServiceDir ${t.dir}/hs`,
+        'HiddenServicePort 80 127.0.0.1:9',
+        `__OwningControllerProcess ${process.pid}`,
+        'Log notice stdout',
+      ];
+      await writeFile(path.join(t.dir, 'torrc'), `${torrc.join('\n')}\n`);
+      tor = spawn('tor', ['-f', path.join(t.dir, 'torrc')], { stdio: 'ignore' });
+      const end = Date.now() + 60_000;
+      while (Date.now() < end && !(existsSync(ctl()) && existsSync(path.join(t.dir, 'hs', 'hostname')))) await new Promise((r) => setTimeout(r, 100));
+      expect(existsSync(ctl()), 'tor made its control socket').to.equal(true);
+    });
+    after(async () => {
+      tor?.kill();
+      if (tor && tor.exitCode === null) await new Promise((r) => tor!.once('exit', r));
+      await t?.cleanup();
+    });
+
+    it("asks tor's control socket itself: bootstrap and descriptor state, with no network not yet", async function () {
+      const hostname = path.join(t.dir, 'hs', 'hostname');
+      const onion = (await readFile(hostname, 'utf8')).trim();
+      const srv = await startServer({ config: { tor: { manage: false, hostnameFile: hostname, controlSocket: ctl() } } });
+      try {
+        const r = await cli(srv.configFile, 'status', '--json');
+        const j = JSON.parse(r.stdout) as StatusJson & { torAsked?: { socket: string; answer?: { descriptor: unknown } } };
+        if (j.status.tor.control === 'connected') this.skip(); // a system tor on this machine answers the server itself
+        expect(j.torAsked?.socket).to.equal(ctl());
+        expect(j.torAsked?.answer?.descriptor).to.equal(null);
+        // DisableNetwork 1: tor stays at 0% and builds no descriptor (it needs a consensus).
+        expect(line(j.lines, 'tor').mark).to.equal('problem');
+        expect(line(j.lines, 'tor').text).to.equal(`The system tor has bootstrapped 0% (Starting; asked by this command on ${ctl()}): it is not connected to the Tor network yet; its log says why.`);
+        expect(line(j.lines, 'onion').mark).to.equal('problem');
+        expect(line(j.lines, 'onion').text).to.equal(`http://${onion}/ is not published yet: tor has not built its descriptor (it does once it has bootstrapped; this takes a minute or two).`);
+        expect(r.code).to.equal(1);
+        const text = await cli(srv.configFile, 'status');
+        expect(text.stdout).to.match(/^problem tor {8}The system tor has bootstrapped 0% \(Starting; asked by this command on /m);
+      } finally {
+        await srv.cleanup();
+      }
+    });
+
+    it('keeps "unknown" when the socket it is given is not a tor that answers', async function () {
+      // Stand-in for a broken or hostile control socket (real tor does not hang up at once):
+      // a listener that closes every connection before saying anything.
+      const fake = path.join(t.dir, 'fake.sock');
+      const hangup = net.createServer((s) => s.destroy());
+      await new Promise<void>((r) => hangup.listen(fake, () => r()));
+      const srv = await startServer({ config: { tor: { manage: false, hostnameFile: path.join(t.dir, 'hs', 'hostname'), controlSocket: fake } } });
+      try {
+        const j = JSON.parse((await cli(srv.configFile, 'status', '--json')).stdout) as StatusJson;
+        if (j.status.tor.control === 'connected') this.skip();
+        expect(line(j.lines, 'tor').mark).to.equal('unknown');
+        expect(line(j.lines, 'tor').text).to.include(`nor could this command use ${fake} (`);
+        expect(line(j.lines, 'onion').mark).to.equal('unknown');
+        const none = await startServer({ config: { tor: { manage: false, hostnameFile: path.join(t.dir, 'hs', 'hostname'), controlSocket: path.join(t.dir, 'nothing') } } });
+        try {
+          const k = JSON.parse((await cli(none.configFile, 'status', '--json')).stdout) as StatusJson;
+          expect(line(k.lines, 'tor').text).to.include(`nor could this command use ${path.join(t.dir, 'nothing')} (ENOENT)`);
+        } finally {
+          await none.cleanup();
+        }
+      } finally {
+        await srv.cleanup();
+        await new Promise<void>((r) => hangup.close(() => r()));
+      }
+    });
   });
 
   it('with --dns and no reachable DNS says so as a problem, and ends', async function () {
