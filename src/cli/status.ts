@@ -277,7 +277,7 @@ export async function judge(doc: StatusDocument, direct: DirectTor | null = null
     // (HS_DESC UPLOADED events), and the server, which follows those, cannot see tor here.
     const d = asked.answer.descriptor;
     const up = (asked.answer.bootstrap?.percent ?? 0) >= 100;
-    const rev = d?.revision != null ? `, revision ${d.revision}` : '';
+    const rev = d?.revision != null ? ` (revision ${d.revision})` : '';
     if (d && up) add('ok', 'onion', `http://${t.onion}/ is published as far as tor tells: it holds the service's current descriptor${rev} and is on the Tor network, and it uploads each descriptor to the directories once its introduction points are up (which directories took it is not told after the fact).`);
     else if (d) add('problem', 'onion', `http://${t.onion}/ is not reachable now: tor holds a descriptor${rev} but is not connected to the Tor network.`);
     else add('problem', 'onion', `http://${t.onion}/ is not published yet: tor has not built its descriptor (it does once it has bootstrapped; this takes a minute or two).`);

@@ -17,7 +17,8 @@ import { alive } from '../helpers/procs.js';
 import { ROOT, runServerCli, serverCommand, startServer, type RunningServer } from '../helpers/server.js';
 import { sendRaw } from '../helpers/smtp-client.js';
 import { ReplyCounter } from '../../src/smtp/counters.js';
-import { judgeDns } from '../../src/cli/status.js';
+import { judge, judgeDns, type StatusDocument } from '../../src/cli/status.js';
+import { askTor } from '../../src/tor/control.js';
 import { loadConfig } from '../../src/config/index.js';
 import { resolveLogFormat } from '../../src/config/log.js';
 import dgram from 'node:dgram';
@@ -264,6 +265,46 @@ describe('kzymy-server status', function () {
         expect(text.stdout).to.match(/^problem tor {8}The system tor has bootstrapped 0% \(Starting; asked by this command on /m);
       } finally {
         await srv.cleanup();
+      }
+    });
+
+    it('reads a descriptor tor holds as published, whatever its data lines look like', async function () {
+      // Stand-in for a tor on the Tor network: with no network a real tor builds no
+      // descriptor. The data block holds lines that look like reply ends ("250 OK") and a
+      // dot-escaped one; they must stay data, and the reply must end where tor ends it.
+      const onion = fakeOnion();
+      const fake = path.join(t.dir, 'desc.sock');
+      const seen: string[] = [];
+      const srvSock = net.createServer((sock) => {
+        let buf = '';
+        sock.on('data', (d) => {
+          buf += d.toString();
+          for (let nl = buf.indexOf('\r\n'); nl >= 0; nl = buf.indexOf('\r\n')) {
+            const cmd = buf.slice(0, nl);
+            buf = buf.slice(nl + 2);
+            seen.push(cmd);
+            if (cmd === 'PROTOCOLINFO 1') sock.write('250-PROTOCOLINFO 1\r\n250-AUTH METHODS=NULL\r\n250 OK\r\n');
+            else if (cmd === 'AUTHENTICATE') sock.write('250 OK\r\n');
+            else if (cmd === 'GETINFO status/bootstrap-phase') sock.write('250-status/bootstrap-phase=NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY="Done"\r\n250 OK\r\n');
+            else if (cmd === `GETINFO hs/service/desc/id/${onion.replace('.onion', '')}`)
+              sock.write(`250+hs/service/desc/id/${onion.replace('.onion', '')}=\r\nhs-descriptor 3\r\ndescriptor-lifetime 180\r\nrevision-counter 4242\r\n250 OK\r\n..revision-counter 1\r\n.\r\n250 OK\r\n`);
+            else sock.write('510 Unrecognized command\r\n');
+          }
+        });
+        sock.on('error', () => undefined);
+      });
+      await new Promise<void>((r) => srvSock.listen(fake, () => r()));
+      try {
+        const answer = await askTor(fake, onion);
+        expect(answer).to.deep.equal({ bootstrap: { percent: 100, tag: 'done', summary: 'Done' }, descriptor: { revision: 4242, lifetimeMinutes: 180 } });
+        expect(seen.some((c) => /^(SETCONF|SIGNAL|SETEVENTS|RESETCONF|SAVECONF)/.test(c)), 'read-only').to.equal(false);
+        const doc = { now: new Date().toISOString(), startedAt: new Date().toISOString(), version: 'x', pid: 1, smtp: { host: '127.0.0.1', port: 1 }, web: { host: '127.0.0.1', port: 1 }, tor: { mode: 'system', onion, hostnameFile: 'h', socket: '/run/tor/control', control: 'unreachable', reason: 'ENOENT' }, disk: { free: 1, floor: 0 }, users: { total: 0, disabled: 0 }, mail: { waiting: 0, bytes: 0, oldest: null, retentionDays: 30 }, replies: {}, tls: { file: 'f', error: 'ENOENT' }, maildirRoot: '/m' } as unknown as StatusDocument;
+        const lines = await judge(doc, { socket: fake, answer });
+        expect(line(lines, 'tor')).to.deep.include({ mark: 'ok', text: `The system tor has bootstrapped (100%: Done; asked by this command on ${fake}).` });
+        expect(line(lines, 'onion').mark).to.equal('ok');
+        expect(line(lines, 'onion').text).to.match(new RegExp(`^http://${onion}/ is published as far as tor tells: it holds the service's current descriptor \\(revision 4242\\) and is on the Tor network`));
+      } finally {
+        await new Promise<void>((r) => srvSock.close(() => r()));
       }
     });
 
