@@ -282,7 +282,11 @@ export interface TorAnswer {
  */
 export async function askTor(socket: string, onion: string | null, timeoutMs = 10_000): Promise<TorAnswer> {
   const c = new ControlConnection(socket, () => undefined, () => undefined);
-  const timer = setTimeout(() => c.close(), timeoutMs);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    c.close();
+  }, timeoutMs);
   timer.unref();
   try {
     await c.ready();
@@ -306,7 +310,7 @@ export async function askTor(socket: string, onion: string | null, timeoutMs = 1
     return { bootstrap, descriptor };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    throw e.code ? e : new Error(e.message === 'tor closed the control connection' ? `no answer within ${Math.round(timeoutMs / 1000)} s` : e.message);
+    throw timedOut ? new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`) : e;
   } finally {
     clearTimeout(timer);
     c.close();
