@@ -155,7 +155,8 @@ if [[ ! -f $CONFIG ]]; then
 	mx_host=${KZYMY_MX_HOST:-mx.$domain}
 	[[ $mx_host =~ ^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$ ]] || die "KZYMY_MX_HOST \"$mx_host\" is not a host name."
 	addresses=
-	for a in ${KZYMY_PUBLIC_IP//,/ }; do
+	public_ip=${KZYMY_PUBLIC_IP:-}
+	for a in ${public_ip//,/ }; do
 		[[ $a =~ ^[0-9A-Fa-f:.]+$ ]] || die "KZYMY_PUBLIC_IP \"$a\" is not an IP address."
 		addresses+="${addresses:+, }\"$a\""
 	done
