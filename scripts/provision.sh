@@ -119,11 +119,12 @@ fi
 
 # --- 3. The application in /opt/kzymy (owned by root, read-only to kzymy) -----------
 install -d -m 0755 -o root -g root "$APP"
-# Excluded names are neither copied nor deleted on this side: the build lives there.
+# Excluded names are neither copied nor deleted on this side: the build lives there (also
+# packages/kzymy-client/kzymy-client.mjs, which the build copies in).
 synced=$(rsync -a --omit-dir-times --delete --chown=root:root --chmod=go-w --itemize-changes \
 	--exclude=/.git/ --exclude=/.vagrant/ --exclude=/.cache/ --exclude=/node_modules/ \
 	--exclude=/dist/ --exclude=/data/ --exclude=/maildirs/ --exclude=/test-output/ \
-	--exclude='*.log' --exclude="/${STAMP##*/}" \
+	--exclude='*.log' --exclude="/${STAMP##*/}" --exclude=/packages/kzymy-client/kzymy-client.mjs \
 	"$SRC_ABS/" "$APP/")
 if [[ -n $synced || ! -f $STAMP || ! -f $APP/dist/cli/server.js ]]; then
 	log "building kzymy in $APP (npm ci, build, prune)"

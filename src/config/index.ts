@@ -58,6 +58,8 @@ export interface TorConfig {
   dataDir: string;
   /** Extra torrc lines for the managed tor (tests use this for a private network). */
   extraConfig: string[];
+  /** The system tor's control socket, which `kzymy-server status` asks itself when the server cannot. */
+  controlSocket: string;
 }
 
 export interface LimitsConfig {
@@ -173,7 +175,7 @@ const KNOWN: Record<string, string[] | null> = {
     'tlsCertFile',
   ],
   web: ['host', 'port'],
-  tor: ['manage', 'binary', 'hostnameFile', 'dataDir', 'extraConfig'],
+  tor: ['manage', 'binary', 'hostnameFile', 'dataDir', 'extraConfig', 'controlSocket'],
   limits: ['maxMessageBytes', 'quotaBytes', 'minFreeBytes', 'retentionDays', 'memoryBufferBytes', 'memoryBudgetBytes', 'memoryWaitMs'],
   dns: ['mxHost', 'addresses'],
   log: ['level', 'format'],
@@ -350,6 +352,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     dataDir: torDataDir,
     hostnameFile: envPath(env.KZYMY_TOR_HOSTNAME_FILE, filePath('tor.hostnameFile', torF.hostnameFile, path.join(torDataDir, 'onion', 'hostname'))),
     extraConfig,
+    controlSocket: filePath('tor.controlSocket', torF.controlSocket, '/run/tor/control'),
   };
 
   const limits: LimitsConfig = {

@@ -66,6 +66,7 @@ export function parseBootstrap(text: string): TorBootstrap | null {
 /** One control connection: commands in order, replies matched to them, 650 events aside. */
 class ControlConnection {
   private buf = '';
+  private inData = false;
   private lines: string[] = [];
   private pending: { resolve: (lines: string[]) => void; reject: (e: Error) => void }[] = [];
   private readonly sock: net.Socket;
@@ -101,10 +102,17 @@ class ControlConnection {
     while ((nl = this.buf.indexOf('\n')) >= 0) {
       const line = this.buf.slice(0, nl).replace(/\r$/, '');
       this.buf = this.buf.slice(nl + 1);
+      // The data lines after "NNN+" up to "." belong to the reply (a descriptor, for GETINFO).
+      if (this.inData) {
+        if (line === '.') this.inData = false;
+        else this.lines.push(line.startsWith('..') ? line.slice(1) : line);
+        continue;
+      }
       // Not a reply line (no "NNN" and separator): dropped, so it cannot spoil the next one.
       if (!/^\d{3}[ +-]/.test(line)) continue;
       this.lines.push(line);
-      // "NNN-" continues, "NNN " ends a reply; "NNN+" data lines end with "." (not used here).
+      if (line[3] === '+') this.inData = true;
+      // "NNN-" and "NNN+" (with its data) continue, "NNN " ends a reply.
       if (line.length >= 4 && line[3] === ' ') {
         const reply = this.lines.splice(0);
         if (line.startsWith('6')) this.onEvent(reply.join('\n'));
@@ -253,4 +261,58 @@ export function watchTor(opts: WatchTorOptions): TorWatch {
       conn = null;
     },
   };
+}
+
+/** What `askTor` learns from tor in one visit. */
+export interface TorAnswer {
+  bootstrap: TorBootstrap | null;
+  /**
+   * The onion service's current descriptor as tor holds it (GETINFO hs/service/desc/id/ADDR),
+   * or null when tor has built none yet. tor builds it once it has a consensus and uploads it
+   * to the directories when its introduction points are up; the control port does not say
+   * afterwards which directories accepted it (only HS_DESC events, live, do).
+   */
+  descriptor: { revision: number | null; lifetimeMinutes: number | null } | null;
+}
+
+/**
+ * One visit to tor's control socket, for a command run by the operator: authenticates as
+ * `watchTor` does, asks the bootstrap phase and the onion's current descriptor, and leaves.
+ * Throws (with the errno code where there is one) when the socket cannot be used.
+ */
+export async function askTor(socket: string, onion: string | null, timeoutMs = 10_000): Promise<TorAnswer> {
+  const c = new ControlConnection(socket, () => undefined, () => undefined);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    c.close();
+  }, timeoutMs);
+  timer.unref();
+  try {
+    await c.ready();
+    await authenticate(c);
+    const bootstrap = parseBootstrap((await c.command('GETINFO status/bootstrap-phase')).join(' '));
+    let descriptor: TorAnswer['descriptor'] = null;
+    const address = onion?.replace(/\.onion$/, '');
+    if (address && /^[a-z2-7]{56}$/.test(address)) {
+      try {
+        const lines = await c.command(`GETINFO hs/service/desc/id/${address}`);
+        const field = (name: string): number | null => {
+          const m = lines.map((l) => new RegExp(`^${name} (\\d+)$`).exec(l)).find(Boolean);
+          return m ? Number(m[1]) : null;
+        };
+        if (lines.some((l) => /^hs-descriptor 3$/.test(l))) descriptor = { revision: field('revision-counter'), lifetimeMinutes: field('descriptor-lifetime') };
+      } catch (err) {
+        // 551/552: tor has no descriptor for the address (not built yet, or not its service).
+        if (!/: 55[12] /.test((err as Error).message)) throw err;
+      }
+    }
+    return { bootstrap, descriptor };
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw timedOut ? new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`) : e;
+  } finally {
+    clearTimeout(timer);
+    c.close();
+  }
 }

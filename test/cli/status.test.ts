@@ -2,9 +2,10 @@
 // SMTP, the real control socket), the start-up banner under a pseudo-terminal (script(1)),
 // and JSON lines when stdout is not a terminal.
 import { expect } from 'chai';
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -16,7 +17,8 @@ import { alive } from '../helpers/procs.js';
 import { ROOT, runServerCli, serverCommand, startServer, type RunningServer } from '../helpers/server.js';
 import { sendRaw } from '../helpers/smtp-client.js';
 import { ReplyCounter } from '../../src/smtp/counters.js';
-import { judgeDns } from '../../src/cli/status.js';
+import { judge, judgeDns, type StatusDocument } from '../../src/cli/status.js';
+import { askTor } from '../../src/tor/control.js';
 import { loadConfig } from '../../src/config/index.js';
 import { resolveLogFormat } from '../../src/config/log.js';
 import dgram from 'node:dgram';
@@ -206,6 +208,132 @@ describe('kzymy-server status', function () {
     } finally {
       await srv.cleanup();
     }
+  });
+
+  describe('with a system tor the server cannot see (the appliance sandbox)', function () {
+    // A real tor (DisableNetwork 1) with its ControlSocket and onion service in a temp folder:
+    // the server asks the default system socket (absent here, hidden on the appliance), so the
+    // status command asks tor.controlSocket itself.
+    let t: { dir: string; cleanup: () => Promise<void> };
+    let tor: ChildProcess | null = null;
+    const ctl = (): string => path.join(t.dir, 'ctl');
+    before(async function () {
+      requireBinaries(this, 'tor', 'openssl');
+      t = await tempDir('kzymy-status-tor-');
+      await mkdir(path.join(t.dir, 'data'), { mode: 0o700 });
+      await mkdir(path.join(t.dir, 'hs'), { mode: 0o700 });
+      const torrc = [
+        `DataDirectory ${t.dir}/data`,
+        'DisableNetwork 1',
+        'SocksPort 0',
+        `ControlSocket ${ctl()}`,
+        'CookieAuthentication 1',
+        `HiddenServiceDir ${t.dir}/hs`,
+        'HiddenServicePort 80 127.0.0.1:9',
+        `__OwningControllerProcess ${process.pid}`,
+        'Log notice stdout',
+      ];
+      await writeFile(path.join(t.dir, 'torrc'), `${torrc.join('\n')}\n`);
+      tor = spawn('tor', ['-f', path.join(t.dir, 'torrc')], { stdio: 'ignore' });
+      const end = Date.now() + 60_000;
+      while (Date.now() < end && !(existsSync(ctl()) && existsSync(path.join(t.dir, 'hs', 'hostname')))) await new Promise((r) => setTimeout(r, 100));
+      expect(existsSync(ctl()), 'tor made its control socket').to.equal(true);
+    });
+    after(async () => {
+      tor?.kill();
+      if (tor && tor.exitCode === null) await new Promise((r) => tor!.once('exit', r));
+      await t?.cleanup();
+    });
+
+    it("asks tor's control socket itself: bootstrap and descriptor state, with no network not yet", async function () {
+      const hostname = path.join(t.dir, 'hs', 'hostname');
+      const onion = (await readFile(hostname, 'utf8')).trim();
+      const srv = await startServer({ config: { tor: { manage: false, hostnameFile: hostname, controlSocket: ctl() } } });
+      try {
+        const r = await cli(srv.configFile, 'status', '--json');
+        const j = JSON.parse(r.stdout) as StatusJson & { torAsked?: { socket: string; answer?: { descriptor: unknown } } };
+        if (j.status.tor.control === 'connected') this.skip(); // a system tor on this machine answers the server itself
+        expect(j.torAsked?.socket).to.equal(ctl());
+        expect(j.torAsked?.answer?.descriptor).to.equal(null);
+        // DisableNetwork 1: tor stays at 0% and builds no descriptor (it needs a consensus).
+        expect(line(j.lines, 'tor').mark).to.equal('problem');
+        expect(line(j.lines, 'tor').text).to.equal(`The system tor has bootstrapped 0% (Starting; asked by this command on ${ctl()}): it is not connected to the Tor network yet; its log says why.`);
+        expect(line(j.lines, 'onion').mark).to.equal('problem');
+        expect(line(j.lines, 'onion').text).to.equal(`http://${onion}/ is not published yet: tor has not built its descriptor (it does once it has bootstrapped; this takes a minute or two).`);
+        expect(r.code).to.equal(1);
+        const text = await cli(srv.configFile, 'status');
+        expect(text.stdout).to.match(/^problem tor {8}The system tor has bootstrapped 0% \(Starting; asked by this command on /m);
+      } finally {
+        await srv.cleanup();
+      }
+    });
+
+    it('reads a descriptor tor holds as published, whatever its data lines look like', async function () {
+      // Stand-in for a tor on the Tor network: with no network a real tor builds no
+      // descriptor. The data block holds lines that look like reply ends ("250 OK") and a
+      // dot-escaped one; they must stay data, and the reply must end where tor ends it.
+      const onion = fakeOnion();
+      const fake = path.join(t.dir, 'desc.sock');
+      const seen: string[] = [];
+      const srvSock = net.createServer((sock) => {
+        let buf = '';
+        sock.on('data', (d) => {
+          buf += d.toString();
+          for (let nl = buf.indexOf('\r\n'); nl >= 0; nl = buf.indexOf('\r\n')) {
+            const cmd = buf.slice(0, nl);
+            buf = buf.slice(nl + 2);
+            seen.push(cmd);
+            if (cmd === 'PROTOCOLINFO 1') sock.write('250-PROTOCOLINFO 1\r\n250-AUTH METHODS=NULL\r\n250 OK\r\n');
+            else if (cmd === 'AUTHENTICATE') sock.write('250 OK\r\n');
+            else if (cmd === 'GETINFO status/bootstrap-phase') sock.write('250-status/bootstrap-phase=NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY="Done"\r\n250 OK\r\n');
+            else if (cmd === `GETINFO hs/service/desc/id/${onion.replace('.onion', '')}`)
+              sock.write(`250+hs/service/desc/id/${onion.replace('.onion', '')}=\r\nhs-descriptor 3\r\ndescriptor-lifetime 180\r\nrevision-counter 4242\r\n250 OK\r\n..revision-counter 1\r\n.\r\n250 OK\r\n`);
+            else sock.write('510 Unrecognized command\r\n');
+          }
+        });
+        sock.on('error', () => undefined);
+      });
+      await new Promise<void>((r) => srvSock.listen(fake, () => r()));
+      try {
+        const answer = await askTor(fake, onion);
+        expect(answer).to.deep.equal({ bootstrap: { percent: 100, tag: 'done', summary: 'Done' }, descriptor: { revision: 4242, lifetimeMinutes: 180 } });
+        expect(seen.some((c) => /^(SETCONF|SIGNAL|SETEVENTS|RESETCONF|SAVECONF)/.test(c)), 'read-only').to.equal(false);
+        const doc = { now: new Date().toISOString(), startedAt: new Date().toISOString(), version: 'x', pid: 1, smtp: { host: '127.0.0.1', port: 1 }, web: { host: '127.0.0.1', port: 1 }, tor: { mode: 'system', onion, hostnameFile: 'h', socket: '/run/tor/control', control: 'unreachable', reason: 'ENOENT' }, disk: { free: 1, floor: 0 }, users: { total: 0, disabled: 0 }, mail: { waiting: 0, bytes: 0, oldest: null, retentionDays: 30 }, replies: {}, tls: { file: 'f', error: 'ENOENT' }, maildirRoot: '/m' } as unknown as StatusDocument;
+        const lines = await judge(doc, { socket: fake, answer });
+        expect(line(lines, 'tor')).to.deep.include({ mark: 'ok', text: `The system tor has bootstrapped (100%: Done; asked by this command on ${fake}).` });
+        expect(line(lines, 'onion').mark).to.equal('ok');
+        expect(line(lines, 'onion').text).to.match(new RegExp(`^http://${onion}/ is published as far as tor tells: it holds the service's current descriptor \\(revision 4242\\) and is on the Tor network`));
+      } finally {
+        await new Promise<void>((r) => srvSock.close(() => r()));
+      }
+    });
+
+    it('keeps "unknown" when the socket it is given is not a tor that answers', async function () {
+      // Stand-in for a broken or hostile control socket (real tor does not hang up at once):
+      // a listener that closes every connection before saying anything.
+      const fake = path.join(t.dir, 'fake.sock');
+      const hangup = net.createServer((s) => s.destroy());
+      await new Promise<void>((r) => hangup.listen(fake, () => r()));
+      const srv = await startServer({ config: { tor: { manage: false, hostnameFile: path.join(t.dir, 'hs', 'hostname'), controlSocket: fake } } });
+      try {
+        const j = JSON.parse((await cli(srv.configFile, 'status', '--json')).stdout) as StatusJson;
+        if (j.status.tor.control === 'connected') this.skip();
+        expect(line(j.lines, 'tor').mark).to.equal('unknown');
+        // The hang-up reaches the command as a closed connection, or as EPIPE / ECONNRESET on its write.
+        expect(line(j.lines, 'tor').text).to.match(/nor could this command use \S+fake\.sock \((EPIPE|ECONNRESET|tor closed the control connection)\)\.$/);
+        expect(line(j.lines, 'onion').mark).to.equal('unknown');
+        const none = await startServer({ config: { tor: { manage: false, hostnameFile: path.join(t.dir, 'hs', 'hostname'), controlSocket: path.join(t.dir, 'nothing') } } });
+        try {
+          const k = JSON.parse((await cli(none.configFile, 'status', '--json')).stdout) as StatusJson;
+          expect(line(k.lines, 'tor').text).to.include(`nor could this command use ${path.join(t.dir, 'nothing')} (ENOENT)`);
+        } finally {
+          await none.cleanup();
+        }
+      } finally {
+        await srv.cleanup();
+        await new Promise<void>((r) => hangup.close(() => r()));
+      }
+    });
   });
 
   it('with --dns and no reachable DNS says so as a problem, and ends', async function () {
