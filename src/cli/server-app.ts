@@ -17,7 +17,6 @@ const HOUR = 3600_000;
 /** How often the hostname file of a system tor is read again. */
 const ONION_POLL_MS = 5_000;
 /** Debian's tor (tor-service-defaults-torrc): control socket for the group debian-tor, cookie auth. */
-const SYSTEM_TOR_CONTROL = '/run/tor/control';
 
 export interface RunOptions {
   /** Where the start-up banner goes (a terminal); none when logging JSON lines. */
@@ -108,7 +107,7 @@ export async function runServer(config: Config, logger: Logger, opts: RunOptions
   } else {
     onion = await readOnionAddress(config.tor.hostnameFile).catch(() => null);
     // Readable when the kzymy user is in the group debian-tor (the appliance); else unknown.
-    watch = watchTor({ socket: SYSTEM_TOR_CONTROL, logger, onion: () => onion, retryMs: 30_000 });
+    watch = watchTor({ socket: config.tor.controlSocket, logger, onion: () => onion, retryMs: 30_000 });
   }
   // On a terminal the onion also gets a banner line once known (publication follows in the log).
   const showOnion = (address: string): void => opts.banner?.(`  onion     http://${address}/`);
