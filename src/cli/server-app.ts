@@ -16,7 +16,6 @@ import { version } from './version.js';
 const HOUR = 3600_000;
 /** How often the hostname file of a system tor is read again. */
 const ONION_POLL_MS = 5_000;
-/** Debian's tor (tor-service-defaults-torrc): control socket for the group debian-tor, cookie auth. */
 
 export interface RunOptions {
   /** Where the start-up banner goes (a terminal); none when logging JSON lines. */
