@@ -2,12 +2,14 @@
 // one registry, one Maildir store, and where configured a tor child it manages.
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../config/log.js';
 import { openRegistry, RegistryError, type Registry } from '../registry/index.js';
 import { KeyCache } from '../pgp/index.js';
 import { MaildirStore } from '../maildir/index.js';
-import { startSmtp, errorName } from '../smtp/server.js';
+import { startSmtp, errorName, type SmtpListener } from '../smtp/server.js';
+import { startSmtpPrimary, type WorkerInit } from '../smtp/primary.js';
 import { readOnionAddress, startManagedTor, watchTor, type ManagedTor, type TorWatch } from '../tor/index.js';
 import { startWeb, sendExpiryNotices } from '../web/index.js';
 import { collectStatus, controlSocketPath, startControlSocket } from './status.js';
@@ -20,6 +22,32 @@ const ONION_POLL_MS = 5_000;
 export interface RunOptions {
   /** Where the start-up banner goes (a terminal); none when logging JSON lines. */
   banner?: (line: string) => void;
+  /** How the logger writes, for the SMTP worker processes' own loggers. */
+  logFormat?: 'json' | 'pretty';
+}
+
+/** The SMTP worker program beside this file (.js when built, .ts under tsx). */
+function workerScript(): string {
+  const here = fileURLToPath(import.meta.url);
+  return path.join(path.dirname(here), `smtp-worker${path.extname(here)}`);
+}
+
+/** SMTP in this process (smtp.workers 1), or a listener here and sessions in worker processes. */
+function startSmtpIntake(config: Config, logger: Logger, registry: Registry, maildir: MaildirStore, keys: KeyCache, logFormat: 'json' | 'pretty'): Promise<SmtpListener> {
+  const n = config.smtp.workers;
+  if (n <= 1) return startSmtp({ config, registry, maildir, keys, logger });
+  return startSmtpPrimary({ config, logger, maildir }, n, {
+    script: workerScript(),
+    execArgv: process.execArgv,
+    init: (index): WorkerInit => ({
+      t: 'init',
+      index,
+      config,
+      logFormat,
+      // The budget is the server's: each worker holds its share.
+      memoryBudgetBytes: Math.floor(config.limits.memoryBudgetBytes / n),
+    }),
+  });
 }
 
 /** What a person starting kzymy on a terminal wants to know first. */
@@ -46,7 +74,18 @@ export async function openStores(
 ): Promise<{ registry: Registry; maildir: MaildirStore }> {
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   await mkdir(config.maildirRoot, { recursive: true, mode: 0o700 });
-  const maildir = new MaildirStore(config.maildirRoot);
+  let reg: Registry | null = null;
+  const maildir = new MaildirStore(config.maildirRoot, {
+    // The server: a delivery in flight must not bring back the Maildir of an account another
+    // process (the operator's CLI) deleted meanwhile.
+    mayRecreate: opts.server
+      ? async (user) => {
+          if (!reg) return true;
+          await reg.refresh().catch(() => false);
+          return reg.get(user) !== undefined;
+        }
+      : undefined,
+  });
   const registry = await openRegistry({
     dataDir: config.dataDir,
     engine: config.registry.engine,
@@ -67,6 +106,7 @@ export async function openStores(
       }
     },
   });
+  reg = registry;
   return { registry, maildir };
 }
 
@@ -82,7 +122,7 @@ export async function runServer(config: Config, logger: Logger, opts: RunOptions
   const stale = await maildir.cleanTmp();
   if (stale) logger.info({ evt: 'tmp-cleaned', files: stale }, 'removed unfinished files left in tmp/ by an earlier run');
 
-  const smtp = await startSmtp({ config, registry, maildir, keys, logger });
+  const smtp = await startSmtpIntake(config, logger, registry, maildir, keys, opts.logFormat ?? 'json');
   let onion: string | null = null;
   const web = await startWeb({ config, registry, maildir, keys, logger, onionAddress: () => onion });
   const webPort = web.port;
@@ -91,7 +131,7 @@ export async function runServer(config: Config, logger: Logger, opts: RunOptions
   const control = await startControlSocket(
     config,
     () =>
-      collectStatus({ config, registry, maildir, startedAt, smtpPort: smtp.port, webPort, replies: () => smtp.replies.lastHour(), onion: () => onion, tor: () => watch?.state() ?? null }),
+      collectStatus({ config, registry, maildir, startedAt, smtpPort: smtp.port, webPort, replies: () => smtp.replies(), onion: () => onion, tor: () => watch?.state() ?? null }),
     logger,
   );
   if (opts.banner) for (const line of bannerLines(config, { smtp: smtp.port, web: webPort }, controlSocketPath(config))) opts.banner(line);

@@ -35,7 +35,7 @@ program
   .action(async (_o, cmd: Command) => {
     const cfg = config(cmd);
     const format = resolveLogFormat(cfg.log.format, process.stdout);
-    await runServer(cfg, createLogger(cfg.log.level, process.stdout, format), { banner: format === 'pretty' ? out : undefined });
+    await runServer(cfg, createLogger(cfg.log.level, process.stdout, format), { banner: format === 'pretty' ? out : undefined, logFormat: format });
   });
 
 program

@@ -54,7 +54,7 @@ export interface StatusSources {
   startedAt: Date;
   smtpPort: number;
   webPort: number;
-  replies: () => Record<string, number>;
+  replies: () => Promise<Record<string, number>> | Record<string, number>;
   onion: () => string | null;
   tor: () => TorState | null;
 }
@@ -99,7 +99,7 @@ export async function collectStatus(s: StatusSources): Promise<StatusDocument> {
     disk,
     users: { total: users.length, disabled: users.filter((u) => u.disabled).length },
     mail: { waiting, bytes, oldest: oldest?.toISOString() ?? null, retentionDays: config.limits.retentionDays },
-    replies: s.replies(),
+    replies: await s.replies(),
     tls,
   };
 }

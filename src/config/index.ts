@@ -3,6 +3,7 @@
 import { readFileSync, accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
+import os from 'node:os';
 import { isLoopbackHost } from './hosts.js';
 
 export { isLoopbackHost };
@@ -37,6 +38,12 @@ export interface SmtpConfig {
   minDataRate: number;
   /** Pause before the 220 greeting to catch early talkers (smtp-server's is 100 ms). */
   greetingDelayMs: number;
+  /**
+   * SMTP worker processes ("auto" in the file or environment: one per core). With more than
+   * one, the server process accepts connections and hands each to a worker; quota, disk floor
+   * and connection limits are still counted for the whole server. 1 = one process, as before.
+   */
+  workers: number;
   /** PEM files for STARTTLS; made by `kzymy-server init`. */
   tlsKeyFile: string;
   tlsCertFile: string;
@@ -155,6 +162,20 @@ function postgresUrl(url: string): boolean {
   }
 }
 
+/** More SMTP workers than this buys nothing on any machine kzymy is meant for. */
+const MAX_WORKERS = 64;
+
+/** "auto" (or unset): one worker per core the process may use. */
+function workerCount(v: unknown, bad: (v: unknown) => void): number {
+  if (v === undefined || v === 'auto' || v === '') return Math.min(MAX_WORKERS, Math.max(1, os.availableParallelism()));
+  const n = typeof v === 'string' ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_WORKERS) {
+    bad(v);
+    return 1;
+  }
+  return n;
+}
+
 const KNOWN: Record<string, string[] | null> = {
   domain: null,
   dataDir: null,
@@ -171,6 +192,7 @@ const KNOWN: Record<string, string[] | null> = {
     'commandTimeoutMs',
     'minDataRate',
     'greetingDelayMs',
+    'workers',
     'tlsKeyFile',
     'tlsCertFile',
   ],
@@ -320,6 +342,9 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     commandTimeoutMs: int('smtp.commandTimeoutMs', smtpF.commandTimeoutMs, 300_000, 1000),
     minDataRate: int('smtp.minDataRate', smtpF.minDataRate, 500, 1),
     greetingDelayMs: int('smtp.greetingDelayMs', smtpF.greetingDelayMs, 0, 0, 60_000),
+    workers: workerCount(env.KZYMY_SMTP_WORKERS ?? smtpF.workers, (v) =>
+      problems.push(`The setting "smtp.workers" (KZYMY_SMTP_WORKERS) must be "auto" or a whole number from 1 to ${MAX_WORKERS}; it is ${JSON.stringify(v)}.`),
+    ),
     tlsKeyFile: filePath('smtp.tlsKeyFile', smtpF.tlsKeyFile, path.join(dataDir, 'tls', 'key.pem')),
     tlsCertFile: filePath('smtp.tlsCertFile', smtpF.tlsCertFile, path.join(dataDir, 'tls', 'cert.pem')),
   };

@@ -2,6 +2,6 @@
 // delete, per qmail's maildir(5). The project's own code: there is no Maildir
 // library on npm worth depending on.
 export { MaildirError, type MaildirErrorCode, type MessageInfo, type Usage } from './errors.js';
-export { MaildirStore, type DeliverOptions, type MaildirStoreOptions } from './store.js';
+export { MaildirStore, type DeliverOptions, type MaildirStoreOptions, type StoreChange } from './store.js';
 export { encodeHostname, isValidId, isValidUsername, uniqueName, sizeFromName, timeFromName } from './names.js';
 export { fsyncPath } from './dirsync.js';

@@ -34,6 +34,27 @@ export interface MaildirStoreOptions {
   usageTtlMs?: number;
   /** Clock for the usage cache, in ms (tests pass a fake one). */
   now?: () => number;
+  /**
+   * Told of every message this store adds or removes, after the change is durable: an SMTP
+   * worker process passes its changes on to the server process, whose usage counts then
+   * include them (see noteChange).
+   */
+  onChange?: (change: StoreChange) => void;
+  /**
+   * Asked before the folders of a user are made again after they vanished under a delivery:
+   * false when the account was deleted meanwhile by another process, so that a delivery in
+   * flight cannot bring its Maildir back.
+   */
+  mayRecreate?: (user: string) => Promise<boolean>;
+}
+
+/** One message added to or removed from a user's Maildir (no content, no address). */
+export interface StoreChange {
+  kind: 'added' | 'removed';
+  user: string;
+  id: string;
+  size: number;
+  receivedAt: number;
 }
 
 /** What the store knows of one message on disk. */
@@ -138,6 +159,26 @@ export class MaildirStore {
   ) {
     this.usageTtlMs = options.usageTtlMs ?? 30_000;
     this.now = options.now ?? Date.now;
+    this.onChange = options.onChange;
+    this.mayRecreate = options.mayRecreate;
+  }
+
+  private readonly onChange?: (change: StoreChange) => void;
+  private readonly mayRecreate?: (user: string) => Promise<boolean>;
+
+  /**
+   * A change another process of this server made (an SMTP worker): counted in this store's
+   * usage as if it were its own, reconciled by name with a scan in progress.
+   */
+  noteChange(change: StoreChange): void {
+    if (!isValidUsername(change.user)) return;
+    if (change.kind === 'added') this.noteAdded(change.user, change.id, change.size, change.receivedAt, false);
+    else this.noteRemoved(change.user, change.id, change.size, change.receivedAt, false);
+  }
+
+  /** Forgets the usage counted for `user`: the next usage() reads the folders again. */
+  forgetUsage(user: string): void {
+    this.usageCache.delete(user);
   }
 
   static isValidId(id: string): boolean {
@@ -207,6 +248,10 @@ export class MaildirStore {
     } catch (err) {
       if (errno(err) !== 'ENOENT') throw err;
       this.ready.delete(user);
+      if (this.mayRecreate && !(await this.mayRecreate(user))) {
+        this.removed.add(user);
+        throw this.gone(user);
+      }
       await this.prepareUser(user);
       return await open(tmpPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, FILE_MODE);
     }
@@ -377,13 +422,16 @@ export class MaildirStore {
       .sort();
   }
 
-  /** Removes every file left in a tmp/ (call at start, before accepting mail). */
-  async cleanTmp(): Promise<number> {
+  /**
+   * Removes every file left in a tmp/ (call at start, before accepting mail), or with
+   * `match`, only the files whose names it accepts (those of one process that died).
+   */
+  async cleanTmp(match?: (name: string) => boolean): Promise<number> {
     let count = 0;
     for (const user of await this.listUsers()) {
       const tmp = path.join(this.root, user, 'tmp');
       for (const d of await readdirOrEmpty(tmp)) {
-        if (d.isDirectory()) continue;
+        if (d.isDirectory() || (match && !match(d.name))) continue;
         try {
           await unlink(path.join(tmp, d.name));
           count++;
@@ -492,7 +540,8 @@ export class MaildirStore {
     return state.promise;
   }
 
-  private noteAdded(user: string, id: string, size: number, receivedAt: number): void {
+  private noteAdded(user: string, id: string, size: number, receivedAt: number, own = true): void {
+    if (own) this.onChange?.({ kind: 'added', user, id, size, receivedAt });
     const scan = this.scans.get(user);
     if (scan) {
       scan.added.set(baseOf(id), { size, receivedAt });
@@ -505,7 +554,8 @@ export class MaildirStore {
     if (c.oldest === null || receivedAt < c.oldest) c.oldest = receivedAt;
   }
 
-  private noteRemoved(user: string, id: string, size: number, receivedAt: number): void {
+  private noteRemoved(user: string, id: string, size: number, receivedAt: number, own = true): void {
+    if (own) this.onChange?.({ kind: 'removed', user, id, size, receivedAt });
     const scan = this.scans.get(user);
     if (scan) {
       scan.removed.add(baseOf(id));

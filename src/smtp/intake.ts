@@ -31,7 +31,7 @@ import {
 } from '../pgp/index.js';
 import type { MaildirStore, MessageInfo } from '../maildir/index.js';
 import type { MemoryBudget } from './memory.js';
-import { ciphertextEstimate, type Reservation, type SpaceLedger } from './space.js';
+import { ciphertextEstimate, type Space, type SpaceHold } from './space.js';
 import { reply } from './replies.js';
 import { Spool } from './spool.js';
 
@@ -90,8 +90,8 @@ export interface IntakeDeps {
   /** Where the recipients' public keys are read on a KeyCache miss. */
   registry: Pick<Registry, 'publicKey'>;
   logger: Logger;
-  /** Process-wide: bytes in flight against quota and disk floor. */
-  space: SpaceLedger;
+  /** Server-wide: bytes in flight against quota and disk floor. */
+  space: Space;
   /** Process-wide: bytes held in memory by transactions. */
   memory: MemoryBudget;
 }
@@ -177,7 +177,7 @@ export async function deliverMessage(
   });
   const n = recipients.length;
   const stored: Array<{ user: string; msg: MessageInfo }> = [];
-  const reservations: Reservation[] = [];
+  const reservations: SpaceHold[] = [];
   // Aborted by the first failure of any kind: a client gone, a copy failed, a limit passed.
   const abort = new AbortController();
   setMaxListeners(2 * n + 10, abort.signal); // each copy's pipeline listens too

@@ -6,15 +6,15 @@ import { KeyCache, keyStatus, type KeyStatus } from '../pgp/index.js';
 import type { PublicKey } from 'openpgp';
 import type { MaildirStore } from '../maildir/index.js';
 import { reply } from './replies.js';
-import type { SpaceLedger } from './space.js';
+import type { Space } from './space.js';
 
 export interface PolicyDeps {
   config: Config;
   registry: Registry;
   maildir: MaildirStore;
   keys: KeyCache;
-  /** The process's space ledger: bytes in flight count at RCPT too. */
-  space?: SpaceLedger;
+  /** The server's space ledger (here or in the server process): bytes in flight count at RCPT too. */
+  space?: Space;
   now?: () => Date;
 }
 
@@ -76,16 +76,15 @@ export class RecipientPolicy {
    * made while the copies are written (space.ts), on the bytes actually written.
    */
   private async checkSpace(user: User, declaredSize: number): Promise<void> {
+    if (this.deps.space) return this.deps.space.admit(user.username, declaredSize);
     const { limits } = this.deps.config;
     const usage = await this.deps.maildir.usage(user.username);
-    const inFlight = this.deps.space?.inFlight(user.username) ?? 0;
-    if (usage.bytes + inFlight + declaredSize > limits.quotaBytes) throw reply.overQuota();
+    if (usage.bytes + declaredSize > limits.quotaBytes) throw reply.overQuota();
     if ((await this.freeBytes()) - declaredSize < limits.minFreeBytes) throw reply.diskFull();
   }
 
-  /** Free bytes on the Maildir file system (minus the bytes in flight, with a ledger); else re-read at most once a second. */
+  /** Free bytes on the Maildir file system, re-read at most once a second (without a ledger). */
   async freeBytes(): Promise<number> {
-    if (this.deps.space) return this.deps.space.freeBytes();
     const t = Date.now();
     if (t - this.disk.at > DISK_TTL_MS) {
       const s = await statfs(this.deps.config.maildirRoot);

@@ -27,6 +27,10 @@ export const reply = {
   storeFailed: () => new SmtpReply(451, '4.3.0', 'Local error in processing; the message was not stored, try again later'),
   busy: () => new SmtpReply(451, '4.3.2', 'Too much mail is being encrypted right now; the message was not stored, try again later'),
   shuttingDown: () => new SmtpReply(421, '4.3.2', 'Service shutting down; try again later'),
+  /** The words smtp-server itself uses when maxClients is reached. */
+  tooManyClients: (name: string) => new SmtpReply(421, '4.7.0', `${name} Too many connected clients, try again in a moment`),
+  /** No SMTP worker process is running at the moment (one is being restarted). */
+  noWorker: () => new SmtpReply(421, '4.3.2', 'Service not available right now; try again later'),
   tooManyFromAddress: () => new SmtpReply(421, '4.7.0', 'Too many connections from your address; try again later'),
   commandTooSlow: () => new SmtpReply(421, '4.4.2', 'Command line not completed in time; closing connection'),
   dataTooSlow: () =>

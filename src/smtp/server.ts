@@ -14,7 +14,7 @@ import { RecipientPolicy } from './policy.js';
 import { deliverMessage, MessageTooBig, transactionId, type Recipient } from './intake.js';
 import { reply, SmtpReply } from './replies.js';
 import { MemoryBudget } from './memory.js';
-import { SpaceLedger } from './space.js';
+import { SpaceLedger, type Space } from './space.js';
 import { ReplyCounter } from './counters.js';
 
 export interface SmtpDeps {
@@ -27,8 +27,8 @@ export interface SmtpDeps {
 
 export interface SmtpListener {
   port: number;
-  /** Replies given in the last hour, by code (counts only). */
-  replies: ReplyCounter;
+  /** Replies given in the last hour, by code (counts only), of every process that takes SMTP. */
+  replies(): Promise<Record<string, number>> | Record<string, number>;
   /** Stops accepting connections, waits for transactions in flight (bounded), closes. */
   close(): Promise<void>;
 }
@@ -47,12 +47,30 @@ async function loadTls(config: Config, logger: Logger): Promise<{ key: Buffer; c
   }
 }
 
-export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
+/** What the sessions of one process share, and who counts connections per source. */
+export interface SmtpShared {
+  /** Bytes in flight against quota and disk floor: this process's ledger, or the server process's. */
+  space: Space;
+  /** Bytes held in memory by this process's transactions. */
+  memory: MemoryBudget;
+  /** Counts connections per source; null where the server process admitted them already. */
+  sources: SourceCounter | null;
+}
+
+/** An SMTPServer with kzymy's policy and data path, listening or fed sockets by the server process. */
+export interface SmtpCore {
+  server: SMTPServer;
+  replies: ReplyCounter;
+  /** Transactions whose DATA is being stored. */
+  inFlight(): number;
+  /** New connections get 421 4.3.2 from now on. */
+  stopAccepting(): void;
+}
+
+export async function buildSmtp(deps: SmtpDeps, shared: SmtpShared): Promise<SmtpCore> {
   applySmtpServerPatches();
   const { config, registry, logger } = deps;
-  // Shared by every session of this process: bytes in flight on disk, bytes held in memory.
-  const space = new SpaceLedger(config, deps.maildir);
-  const memory = new MemoryBudget(config.limits.memoryBudgetBytes);
+  const { space, memory, sources } = shared;
   const policy = new RecipientPolicy({ ...deps, space });
   const intake = { ...deps, space, memory };
   const txs = new WeakMap<object, Tx>();
@@ -60,7 +78,6 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
   let inFlight = 0;
   let closing = false;
 
-  const sources = new SourceCounter(config.smtp.maxClientsPerAddress);
   const replies = new ReplyCounter();
   const refused = (err: SmtpReply): SmtpReply => {
     replies.record(err.responseCode, err.enhanced);
@@ -99,7 +116,7 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
     // leaves the maxClients count with it; onClose runs for every connection, counted or not.
     onConnect(session, callback) {
       if (closing) return callback(refused(reply.shuttingDown()));
-      if (!sources.admit(session.id, session.remoteAddress)) {
+      if (sources && !sources.admit(session.id, session.remoteAddress)) {
         logger.info({ evt: 'refused', code: 421, enh: '4.7.0', reason: 'too many connections from one source' });
         return callback(refused(reply.tooManyFromAddress()));
       }
@@ -108,7 +125,7 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
     },
 
     onClose(session) {
-      sources.release(session.id);
+      sources?.release(session.id);
     },
 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback) {
@@ -183,6 +200,31 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
 
   const server = new SMTPServer(options);
   server.on('error', (err) => logger.warn({ evt: 'smtp-error', err: errorName(err) }));
+  return {
+    server,
+    replies,
+    inFlight: () => inFlight,
+    stopAccepting: () => {
+      closing = true;
+    },
+  };
+}
+
+/** Waits (bounded) for the transactions in flight to be stored or refused. */
+export async function drain(core: SmtpCore, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (core.inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
+
+/** SMTP in this process: one listener, this process's ledger and memory budget. */
+export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
+  const { config } = deps;
+  const core = await buildSmtp(deps, {
+    space: new SpaceLedger(config, deps.maildir),
+    memory: new MemoryBudget(config.limits.memoryBudgetBytes),
+    sources: new SourceCounter(config.smtp.maxClientsPerAddress),
+  });
+  const { server } = core;
   await new Promise<void>((resolve, reject) => {
     server.server.once('error', reject);
     server.listen(config.smtp.port, config.smtp.host, () => {
@@ -194,11 +236,10 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
 
   return {
     port,
-    replies,
+    replies: () => core.replies.lastHour(),
     async close() {
-      closing = true;
-      const deadline = Date.now() + 20_000;
-      while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      core.stopAccepting();
+      await drain(core);
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };

@@ -19,7 +19,7 @@ import { reply } from './replies.js';
 /** The owner of spool reservations: no username is empty. */
 const SPOOL = '';
 /** A file takes whole blocks; one extra block per copy covers the rounding. */
-const FILE_SLACK = 4096;
+export const FILE_SLACK = 4096;
 /** statfs is read again once its reading is older than this; the counters correct it meanwhile. */
 const STATFS_TTL_MS = 250;
 
@@ -28,7 +28,32 @@ export function ciphertextEstimate(plain: number): number {
   return Math.ceil(plain * 1.37) + 2048;
 }
 
-export class SpaceLedger {
+/** What one copy (or a spool) holds while it is written: in this process or, from an SMTP worker, in the server process. */
+export interface SpaceHold {
+  /** Reserves up to `total` bytes (an estimate at DATA): throws 452 4.2.2 / 4.3.1. */
+  reserve(total: number): Promise<void>;
+  /** Before a chunk of `bytes` is written: grows the reservation to cover it. */
+  beforeWrite(bytes: number): Promise<void>;
+  /** Before the rename into new/: the final size is within the reservation, or grows it. */
+  settle(size: number): Promise<void>;
+  /** On any end. */
+  release(): void;
+}
+
+/** The space counted for the whole server: quota per user and the free-disk floor. */
+export interface Space {
+  /** A new, empty hold for one copy to `user`; `signal` ends any wait inside it. */
+  open(user: string, signal?: AbortSignal): SpaceHold;
+  /** A hold for a transaction's spool: it counts for the disk floor, not for any quota. */
+  openSpool(signal?: AbortSignal): SpaceHold;
+  /**
+   * The early answer at RCPT: stored plus in-flight bytes plus the announced SIZE within the
+   * quota, and room above the disk floor; else throws 452 4.2.2 / 4.3.1.
+   */
+  admit(user: string, declaredSize: number): Promise<void>;
+}
+
+export class SpaceLedger implements Space {
   /** Bytes reserved by open reservations, per user. */
   private readonly perUser = new Map<string, number>();
   /** Sum over open reservations of (reserved - written): what they still expect to write. */
@@ -54,6 +79,13 @@ export class SpaceLedger {
   /** A new, empty reservation for one copy to `user`; `signal` ends any wait inside it. */
   open(user: string, signal?: AbortSignal): Reservation {
     return new Reservation(this, user, signal);
+  }
+
+  async admit(user: string, declaredSize: number): Promise<void> {
+    const { quotaBytes, minFreeBytes } = this.config.limits;
+    const usage = await this.maildir.usage(user);
+    if (usage.bytes + this.inFlight(user) + declaredSize > quotaBytes) throw reply.overQuota();
+    if ((await this.freeBytes()) - declaredSize < minFreeBytes) throw reply.diskFull();
   }
 
   /** Bytes in flight for `user` (for the early answer at RCPT). */
@@ -188,7 +220,7 @@ export class SpaceLedger {
  * The space one copy holds while it is written. `reserved` counts toward the user's quota;
  * `expected` (reserved but not yet written) toward the disk floor.
  */
-export class Reservation {
+export class Reservation implements SpaceHold {
   reserved = 0;
   expected = 0;
   written = 0;
@@ -226,5 +258,17 @@ export class Reservation {
     if (this.released) return;
     this.released = true;
     this.ledger.release(this, !this.settled);
+  }
+
+  /** Its writer died: whatever it wrote may still lie in tmp/ (swept later), so nothing counts as freed. */
+  abandon(): void {
+    if (this.released) return;
+    this.released = true;
+    this.ledger.release(this, false);
+  }
+
+  /** Bytes counted toward the quota now (what a worker's mirror of this reservation is told). */
+  get held(): number {
+    return this.reserved;
   }
 }

@@ -7,9 +7,9 @@ export interface SendResult {
   reply: string;
 }
 
-export function sendRaw(port: number, rcpt: string[], data: Buffer, from = 'sender@example.org'): Promise<SendResult> {
+export function sendRaw(port: number, rcpt: string[], data: Buffer, from = 'sender@example.org', localAddress?: string): Promise<SendResult> {
   return new Promise((resolve) => {
-    const sock = net.connect(port, '127.0.0.1');
+    const sock = net.connect({ port, host: '127.0.0.1', localAddress });
     let buf = '';
     let step = 0;
     let rcptIdx = 0;

@@ -144,7 +144,7 @@ describe('deliverMessage in process: all or nothing, space ledger, memory budget
 
   /** Nothing in flight after the transaction: every reservation and lease was given back. */
   function expectSettled(deps: IntakeDeps, names: string[]): void {
-    for (const n of names) expect(deps.space.inFlight(n), `bytes in flight for ${n}`).to.equal(0);
+    for (const n of names) expect((deps.space as SpaceLedger).inFlight(n), `bytes in flight for ${n}`).to.equal(0);
     expect(deps.memory.inUse, 'memory leased').to.equal(0);
   }
 
@@ -312,7 +312,7 @@ describe('deliverMessage in process: all or nothing, space ledger, memory budget
       expect((err as SmtpReply).enhanced).to.equal('4.3.2');
       expect(await leftovers(config.maildirRoot, ['busy'])).to.deep.equal([]);
       expect(deps.memory.inUse, 'only the hog holds memory').to.equal(8 * 1024 * 1024);
-      for (const n of ['busy']) expect(deps.space.inFlight(n)).to.equal(0);
+      for (const n of ['busy']) expect((deps.space as SpaceLedger).inFlight(n)).to.equal(0);
     } finally {
       hog.release();
     }
