@@ -551,7 +551,7 @@ async function main(): Promise<void> {
       const b = await bigToKzymy(k, path.join(k.maildirRoot, user, 'new'), rcpt, big, key.gnupghome);
       if (!b.intact) throw new Error('the large message under the profiler did not decrypt intact');
       return `${fmt(b.mibPerSec, 1)} MiB/s`;
-    }, `the ${BIG_MIB} MiB message, on a fresh server`);
+    }, `The ${BIG_MIB} MiB message, on a fresh server`);
   }
 
   const loadAfter = await loadAverage();
