@@ -1,11 +1,13 @@
 // Starts kzymy-server for the benchmark: the built CLI (dist/cli/server.js) when present,
 // else the TypeScript source through tsx. The spawned process is node itself (no wrapper),
-// so its PID is the one whose /proc status tells the server's memory.
+// so its PID is the one whose /proc status tells the server's memory. With SMTP worker
+// processes (smtp.workers, KZYMY_SMTP_WORKERS) that PID is the primary and the workers are its
+// children: pids() lists them all.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, openSync, closeSync, statSync, readdirSync } from 'node:fs';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { runOk, sleep } from './util.js';
+import { processTree, procComm, runOk, sleep } from './util.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '..', '..');
 const DIST_CLI = path.join(ROOT, 'dist', 'cli', 'server.js');
@@ -47,6 +49,10 @@ export interface KzymyOptions {
   limits?: Record<string, number>;
   /** Overrides of smtp settings (e.g. { maxClientsPerAddress: N }). */
   smtp?: Record<string, number>;
+  /** KZYMY_SMTP_WORKERS for the server ("auto" or a number); unset: the server's own default. */
+  workers?: string;
+  /** Extra environment (e.g. NODE_OPTIONS, which reaches worker processes too). */
+  env?: Record<string, string>;
 }
 
 export interface KzymyInstance {
@@ -55,6 +61,10 @@ export interface KzymyInstance {
   configFile: string;
   maildirRoot: string;
   logFile: string;
+  /** SMTP worker processes, from the server's "smtp-workers" log line (1 without one). */
+  workers: number;
+  /** The server process and its node descendants (the SMTP workers), the server first. */
+  pids(): Promise<number[]>;
   cli(...args: string[]): Promise<string>;
   stop(): Promise<void>;
 }
@@ -98,7 +108,7 @@ export async function startKzymy(opts: KzymyOptions): Promise<KzymyInstance> {
   try {
     child = spawn(process.execPath, [...(opts.nodeFlags ?? []), ...serverEntry().args, 'start', '--config', configFile], {
       cwd: ROOT,
-      env: env(),
+      env: { ...env(), ...(opts.workers !== undefined ? { KZYMY_SMTP_WORKERS: opts.workers } : {}), ...opts.env },
       // The log goes straight to a file: the benchmark process does no work per log line.
       stdio: ['ignore', fd, fd],
     });
@@ -127,6 +137,18 @@ export async function startKzymy(opts: KzymyOptions): Promise<KzymyInstance> {
     }
     if (!port) await sleep(50);
   }
+  // A server with workers says how many in one line; one without never does (give it 1 s).
+  let workers: number | null = null;
+  for (let i = 0; workers === null && i < 20; i++) {
+    workers = workersFromLog(await readFile(logFile, 'utf8'));
+    if (workers === null) await sleep(50);
+  }
+  const pids = async () => {
+    const tree = await processTree(child.pid!);
+    const out: number[] = [];
+    for (const p of tree) if (p === child.pid || (await procComm(p)) === 'node') out.push(p);
+    return out;
+  };
   let stopping: Promise<void> | null = null;
   return {
     pid: child.pid!,
@@ -134,18 +156,47 @@ export async function startKzymy(opts: KzymyOptions): Promise<KzymyInstance> {
     configFile,
     maildirRoot: path.join(opts.base, 'kzymy-maildirs'),
     logFile,
+    workers: workers ?? 1,
+    pids,
     cli: (...args) => kzymyCli(configFile, ...args),
     stop() {
       if (!stopping) {
         stopping = (async () => {
           if (child.exitCode !== null || child.signalCode !== null) return;
+          const before = (await pids()).slice(1);
           child.kill('SIGTERM');
           const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
           await exited;
           clearTimeout(timer);
+          // Workers the server started and did not stop (it was killed): give them 10 s to
+          // finish (a worker under --cpu-prof writes its profile as it exits), then stop them.
+          const alive = async () => (await Promise.all(before.map(async (p) => ((await procComm(p)) === 'node' ? p : 0)))).filter((p) => p);
+          for (let i = 0; i < 100 && (await alive()).length; i++) await sleep(100);
+          for (const p of await alive()) {
+            try {
+              process.kill(p, 'SIGKILL');
+            } catch {
+              // gone
+            }
+          }
         })();
       }
       return stopping;
     },
   };
+}
+
+/** N of the last {"evt":"smtp-workers","workers":N} line of a server log, or null. */
+export function workersFromLog(text: string): number | null {
+  let n: number | null = null;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{') || !line.includes('smtp-workers')) continue;
+    try {
+      const j = JSON.parse(line) as { evt?: string; workers?: unknown };
+      if (j.evt === 'smtp-workers' && typeof j.workers === 'number' && j.workers >= 1) n = j.workers;
+    } catch {
+      // a partial line
+    }
+  }
+  return n;
 }

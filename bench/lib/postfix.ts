@@ -1,7 +1,8 @@
 // A private Postfix instance for the benchmark: its own config_directory, queue_directory
 // and data_directory under a temporary folder, listening on 127.0.0.1 only, delivering
-// every recipient of one domain to one plain Maildir through virtual(8). Nothing of the
-// system's Postfix (there is none configured) is read or touched.
+// every recipient of one domain to one plain Maildir through virtual(8), and optionally a
+// second domain to a pipe(8) transport (the gpg-per-message filter, bench/lib/gpgfilter.ts).
+// Nothing of the system's Postfix (there is none configured) is read or touched.
 import { chmod, chown, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { freePort, run, runOk, sleep, waitUntil } from './util.js';
@@ -16,11 +17,33 @@ export interface PostfixInstance {
   version: string;
   /** The Maildir's new/ folder, where delivered messages appear. */
   maildirNew: string;
+  /** The gpg filter's pipe(8) concurrency (processes at once), if it has one. */
+  gpgConcurrency?: number;
   /** Stops the master and kills any process of this instance left behind. */
   stop(): Promise<void>;
 }
 
-function mainCf(dir: string, domain: string): string {
+export interface PipeFilterOptions {
+  /** The domain routed to the pipe(8) transport "gpgfilter". */
+  domain: string;
+  /** pipe(8)'s argv=, run as nobody, once per message (one recipient a delivery). */
+  argv: string[];
+  /** How many deliveries at once (master.cf maxproc and the destination concurrency limit). */
+  concurrency: number;
+}
+
+function filterCf(f: PipeFilterOptions | undefined): string {
+  if (!f) return '';
+  return `# The gpg-per-message filter: ${f.domain} is a relay domain whose transport is pipe(8).
+relay_domains = ${f.domain}
+transport_maps = inline:{ ${f.domain}=gpgfilter: }
+gpgfilter_destination_recipient_limit = 1
+gpgfilter_destination_concurrency_limit = ${f.concurrency}
+gpgfilter_initial_destination_concurrency = ${f.concurrency}
+`;
+}
+
+function mainCf(dir: string, domain: string, filter?: PipeFilterOptions): string {
   return `# Private Postfix instance for kzymy's intake benchmark (bench/intake.ts).
 compatibility_level = 3.6
 config_directory = ${dir}/etc
@@ -35,8 +58,7 @@ mydomain = bench.invalid
 myorigin = $myhostname
 mydestination =
 mynetworks = 127.0.0.0/8
-relay_domains =
-local_recipient_maps =
+${filter ? '' : 'relay_domains =\n'}local_recipient_maps =
 alias_maps =
 alias_database =
 biff = no
@@ -55,10 +77,10 @@ smtpd_peername_lookup = no
 # Log to a file (there is no syslog here); postlogd writes it.
 maillog_file_prefixes = ${dir}
 maillog_file = ${dir}/maillog
-`;
+${filterCf(filter)}`;
 }
 
-function masterCf(port: number): string {
+function masterCf(port: number, filter?: PipeFilterOptions): string {
   // No chroot (column 5 = n), otherwise Postfix's defaults.
   return `# service type private unpriv chroot wakeup maxproc command
 127.0.0.1:${port} inet n - n - - smtpd
@@ -80,7 +102,7 @@ virtual   unix  - n n - - virtual
 anvil     unix  - - n - 1 anvil
 scache    unix  - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
-`;
+${filter ? `gpgfilter unix  - n n - ${filter.concurrency} pipe flags=DR user=nobody argv=${filter.argv.join(' ')}\n` : ''}`;
 }
 
 /** PIDs of every process whose environment says MAIL_CONFIG=<this instance's etc>. */
@@ -107,7 +129,7 @@ async function diagnose(dir: string): Promise<string> {
   }
 }
 
-export async function startPostfix(base: string, domain: string): Promise<PostfixInstance> {
+export async function startPostfix(base: string, domain: string, filter?: PipeFilterOptions): Promise<PostfixInstance> {
   const dir = path.join(base, 'postfix');
   const etc = path.join(dir, 'etc');
   const mail = path.join(dir, 'mail');
@@ -126,8 +148,8 @@ export async function startPostfix(base: string, domain: string): Promise<Postfi
   await chown(mail, NOBODY, NOBODY);
 
   const port = await freePort();
-  await writeFile(path.join(etc, 'main.cf'), mainCf(dir, domain));
-  await writeFile(path.join(etc, 'master.cf'), masterCf(port));
+  await writeFile(path.join(etc, 'main.cf'), mainCf(dir, domain, filter));
+  await writeFile(path.join(etc, 'master.cf'), masterCf(port, filter));
 
   const version = (await runOk('/usr/sbin/postconf', ['-c', etc, '-h', 'mail_version'])).stdout.trim();
   const started = await run(POSTFIX, ['-c', etc, 'start'], { timeoutMs: 60_000 });
@@ -141,6 +163,7 @@ export async function startPostfix(base: string, domain: string): Promise<Postfi
     port,
     version,
     maildirNew: path.join(mail, 'bench', 'new'),
+    ...(filter ? { gpgConcurrency: filter.concurrency } : {}),
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -49,12 +49,20 @@ function component(url: string, fn: string, root: string): string {
   return u;
 }
 
-export async function summariseProfile(file: string, root: string, top = 15): Promise<ProfileSummary> {
+/**
+ * `window`: only the samples taken between these two times, in seconds of the monotonic clock
+ * (process.hrtime, which is the clock V8 stamps its samples with on Linux), e.g. to leave the
+ * server's start out.
+ */
+export async function summariseProfile(file: string, root: string, top = 15, window?: [number, number]): Promise<ProfileSummary> {
   const p = JSON.parse(await readFile(file, 'utf8')) as CpuProfile;
   const byId = new Map<number, CpuNode>(p.nodes.map((n) => [n.id, n]));
   // Self time per node from the samples and their time deltas (more exact than hitCount).
   const self = new Map<number, number>();
+  let at = p.startTime;
   for (let i = 0; i < p.samples.length; i++) {
+    at += p.timeDeltas[i] ?? 0;
+    if (window && (at < window[0] * 1e6 || at > window[1] * 1e6)) continue;
     const dt = (p.timeDeltas[i + 1] ?? 0) / 1000;
     self.set(p.samples[i]!, (self.get(p.samples[i]!) ?? 0) + dt);
   }

@@ -98,6 +98,63 @@ export async function procStatusKb(pid: number, field: 'VmHWM' | 'VmRSS'): Promi
   }
 }
 
+/** Child PIDs of a process, from /proc/PID/task/TID/children of each thread (empty if it is gone). */
+export async function childPids(pid: number): Promise<number[]> {
+  let tasks: string[];
+  try {
+    tasks = await readdir(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  const out: number[] = [];
+  for (const tid of tasks) {
+    try {
+      const text = await readFile(`/proc/${pid}/task/${tid}/children`, 'utf8');
+      for (const p of text.split(/\s+/)) if (p) out.push(Number(p));
+    } catch {
+      // the thread is gone
+    }
+  }
+  return out;
+}
+
+/** A process and all its descendants, the process first. */
+export async function processTree(pid: number): Promise<number[]> {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) for (const c of await childPids(out[i]!)) if (!out.includes(c)) out.push(c);
+  return out;
+}
+
+/** Resets the peak RSS (VmHWM) of each process to its current RSS; ignores processes that are gone. */
+export async function resetPeakRss(pids: number[]): Promise<void> {
+  const { writeFile } = await import('node:fs/promises');
+  await Promise.all(pids.map((p) => writeFile(`/proc/${p}/clear_refs`, '5').catch(() => undefined)));
+}
+
+export interface TreeMemory {
+  /** Per process: [pid, VmHWM kB]. */
+  perProcess: Array<[number, number]>;
+  /** The largest VmHWM of one process, MB (10^6 bytes). */
+  maxMB: number;
+  /** VmHWM summed over the processes, MB. */
+  sumMB: number;
+}
+
+/** VmHWM (or VmRSS) of each process, its maximum and its sum. */
+export async function treeMemory(pids: number[], field: 'VmHWM' | 'VmRSS' = 'VmHWM'): Promise<TreeMemory> {
+  const perProcess: Array<[number, number]> = [];
+  for (const p of pids) {
+    const kb = await procStatusKb(p, field);
+    if (kb !== null) perProcess.push([p, kb]);
+  }
+  const mb = (kb: number) => (kb * 1024) / 1e6;
+  return {
+    perProcess,
+    maxMB: perProcess.length ? mb(Math.max(...perProcess.map(([, kb]) => kb))) : NaN,
+    sumMB: perProcess.length ? mb(perProcess.reduce((a, [, kb]) => a + kb, 0)) : NaN,
+  };
+}
+
 /** The executable name of a process (/proc/PID/comm). */
 export async function procComm(pid: number): Promise<string | null> {
   try {
@@ -149,6 +206,7 @@ export function cleanUpOnSignals(what: string): void {
 /**
  * Writes `report` (a Markdown section starting with the heading `section`) into FILE:
  * in place of that section if FILE has it (up to the next "## " heading), else at its end.
+ * An empty `report` removes the section.
  */
 export async function writeReportSection(file: string, section: string, report: string): Promise<void> {
   const { readFile, writeFile } = await import('node:fs/promises');
@@ -161,7 +219,7 @@ export async function writeReportSection(file: string, section: string, report: 
   const at = doc.indexOf(section);
   if (at >= 0) {
     const next = doc.indexOf('\n## ', at + section.length);
-    doc = doc.slice(0, at) + report + '\n' + (next >= 0 ? doc.slice(next + 1) : '');
-  } else doc = (doc ? doc.replace(/\n*$/, '\n\n') : '') + report + '\n';
+    doc = doc.slice(0, at) + (report ? report + '\n' : '') + (next >= 0 ? doc.slice(next + 1) : '');
+  } else if (report) doc = (doc ? doc.replace(/\n*$/, '\n\n') : '') + report + '\n';
   await writeFile(file, doc);
 }
