@@ -16,7 +16,7 @@ describe('durability: kill -9 during 200 concurrent deliveries', function () {
   });
 
   it('keeps every message that got 250, and leaves no partial file', async function () {
-    const srv = await startServer({ config: { smtp: { maxClients: 400 } } });
+    const srv = await startServer({ config: { smtp: { maxClients: 400, maxClientsPerAddress: 400 } } });
     try {
       const key = await makeGpgKey('ed25519');
       const keyFile = path.join(srv.base, 'k.asc');
