@@ -149,7 +149,6 @@ export async function startSmtpPrimary(deps: PrimaryDeps, count: number, spawn: 
   };
 
   const request = (slot: Slot, m: SpaceMessage): unknown => {
-    if (m.t === 'admit') return ledger.admit(m.user, m.declared);
     if (m.t === 'hold') return onHold(slot, m);
     throw new Error('unknown request');
   };

@@ -3,8 +3,15 @@
 // worker keeps a mirror of what each hold has reserved, so that the common case (a chunk or a
 // final size within what is reserved already, which cannot be refused) is a notice, not a
 // round trip. Only growing a reservation waits for the server process's answer.
+// The early answer at RCPT is made here, without asking: this worker's count of the user's
+// stored mail (read from the folders at most usageTtlMs ago, plus its own changes) and a
+// fresh statfs. It can miss what other workers have in flight at that moment; the binding
+// check is the one made as the copies are written, in the server process, on every byte.
 import type { Channel, WireError } from './channel.js';
-import { SmtpReply } from './replies.js';
+import { statfs } from 'node:fs/promises';
+import type { Config } from '../config/index.js';
+import type { MaildirStore } from '../maildir/index.js';
+import { reply, SmtpReply } from './replies.js';
 import { FILE_SLACK, type Space, type SpaceHold } from './space.js';
 
 /** A hold's operation, as the server process applies it to its Reservation. */
@@ -12,7 +19,6 @@ export type HoldOp = 'reserve' | 'beforeWrite' | 'settle';
 
 /** Worker -> server process, about space. */
 export type SpaceMessage =
-  | { t: 'admit'; user: string; declared: number }
   | { t: 'hold'; rid: number; user: string | null; op: HoldOp; n: number }
   | { t: 'release'; rid: number }
   | { t: 'abort'; rid: number };
@@ -28,10 +34,18 @@ export function reviveReply(e: WireError): Error {
   return Object.assign(new Error(`the server process could not count the space (${e.name})`), { name: e.name });
 }
 
+/** statfs is read again once its reading is older than this. */
+const DISK_TTL_MS = 1_000;
+
 export class RemoteSpace implements Space {
   private nextId = 1;
+  private disk = { free: 0, at: 0 };
 
-  constructor(private readonly channel: Channel) {}
+  constructor(
+    private readonly channel: Channel,
+    private readonly config: Pick<Config, 'maildirRoot' | 'limits'>,
+    private readonly maildir: MaildirStore,
+  ) {}
 
   open(user: string, signal?: AbortSignal): SpaceHold {
     return new RemoteHold(this.channel, this.nextId++, user, signal);
@@ -42,7 +56,15 @@ export class RemoteSpace implements Space {
   }
 
   async admit(user: string, declaredSize: number): Promise<void> {
-    await this.channel.request({ t: 'admit', user, declared: declaredSize } satisfies SpaceMessage);
+    const { quotaBytes, minFreeBytes } = this.config.limits;
+    const usage = await this.maildir.usage(user);
+    if (usage.bytes + declaredSize > quotaBytes) throw reply.overQuota();
+    const t = Date.now();
+    if (t - this.disk.at > DISK_TTL_MS) {
+      const s = await statfs(this.config.maildirRoot);
+      this.disk = { free: s.bavail * s.bsize, at: t };
+    }
+    if (this.disk.free - declaredSize < minFreeBytes) throw reply.diskFull();
   }
 }
 

@@ -25,7 +25,7 @@ export interface SmtpWorker {
 
 export async function startSmtpWorker(deps: SmtpDeps, channel: Channel, memoryBudgetBytes: number): Promise<SmtpWorker> {
   const core = await buildSmtp(deps, {
-    space: new RemoteSpace(channel),
+    space: new RemoteSpace(channel, deps.config, deps.maildir),
     memory: new MemoryBudget(memoryBudgetBytes),
     sources: null,
   });
