@@ -187,14 +187,46 @@ export class Crc24 {
   }
 }
 
+/** Base64 text of a chunk, as bytes at a 4-aligned offset (reused: armorLines copies out of it). */
+let scratch = new Int32Array(0);
+
 /** `bytes` as armor lines (LF after each); every line but the last of a message holds LINE_BYTES. */
 export function armorLines(bytes: Uint8Array): Buffer {
-  // One native base64 call for the whole chunk, cut into lines as substrings (V8 builtins, no
-  // call into C++ per line), flattened and copied out by one Buffer.from: measured fastest.
+  // One native base64 call for the whole chunk; the text is then spread into 65-byte lines
+  // (64 characters and LF) four lines at a time: 256 bytes in are 64 whole 32-bit words and
+  // 260 bytes out are 65, each made of two neighbouring input words shifted by the line's index.
+  // Hand-written because Node has no line-wrapping base64 encoder; one native call per line
+  // (toString('base64', start, end)) or substrings joined cost 3 to 5 times more.
   const text = asBuffer(bytes).toString('base64');
-  let lines = '';
-  for (let i = 0; i < text.length; i += LINE_CHARS) lines += text.substring(i, i + LINE_CHARS) + '\n';
-  return Buffer.from(lines, 'latin1');
+  const fullLines = Math.floor(text.length / LINE_CHARS);
+  const restChars = text.length - fullLines * LINE_CHARS;
+  const out = Buffer.allocUnsafeSlow(fullLines * (LINE_CHARS + 1) + (restChars ? restChars + 1 : 0));
+  const groups = LITTLE_ENDIAN ? Math.floor(fullLines / 4) : 0;
+  if (scratch.length * 4 < text.length) scratch = new Int32Array(Math.ceil(text.length / 4));
+  const src = Buffer.from(scratch.buffer, 0, text.length);
+  src.write(text, 0, 'latin1');
+  if (groups > 0) {
+    const s32 = scratch;
+    const o32 = new Int32Array(out.buffer, out.byteOffset, groups * 65);
+    const NL = 0x0a;
+    for (let g = 0, si = 0, oi = 0; g < groups; g++, si += 64, oi += 65) {
+      for (let k = 0; k < 16; k++) o32[oi + k] = s32[si + k]!;
+      o32[oi + 16] = NL | (s32[si + 16]! << 8);
+      for (let k = 17; k < 32; k++) o32[oi + k] = (s32[si + k]! << 8) | (s32[si + k - 1]! >>> 24);
+      o32[oi + 32] = (s32[si + 31]! >>> 24) | (NL << 8) | ((s32[si + 32]! & 0xffff) << 16);
+      for (let k = 33; k < 48; k++) o32[oi + k] = (s32[si + k]! << 16) | (s32[si + k - 1]! >>> 16);
+      o32[oi + 48] = (s32[si + 47]! >>> 16) | (NL << 16) | ((s32[si + 48]! & 0xff) << 24);
+      for (let k = 49; k < 64; k++) o32[oi + k] = (s32[si + k]! << 24) | (s32[si + k - 1]! >>> 8);
+      o32[oi + 64] = (s32[si + 63]! >>> 8) | (NL << 24);
+    }
+  }
+  let o = groups * 4 * (LINE_CHARS + 1);
+  for (let i = groups * 4 * LINE_CHARS; i < text.length; i += LINE_CHARS) {
+    const end = Math.min(text.length, i + LINE_CHARS);
+    o += src.copy(out, o, i, end);
+    out[o++] = 0x0a;
+  }
+  return out;
 }
 
 /** A whole binary OpenPGP message as armor. */
