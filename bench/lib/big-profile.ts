@@ -7,6 +7,7 @@
 // Stages:
 //   raw      AES-256-CFB + SHA-1 over the bytes in 64 KiB chunks (node:crypto)
 //   smtp     smtp-server's DATA path alone (a server whose onData only drains the stream)
+//   parser   smtp-server's DATA parser alone (SMTPStream: dot-unstuffing, the end search), no socket
 //   spool    src/smtp/spool.ts: write the message, read it back once
 //   openpgp  openpgp.js v6 streaming encryption, format 'binary' and 'armored'
 //   mime     src/pgp/mime.ts encryptStreamToPgpMime (what a copy costs), and the 10 KB buffer path
@@ -20,6 +21,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { createMessage, encrypt, readKey, type PublicKey } from 'openpgp';
 import { SMTPServer } from 'smtp-server';
+import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { ENCRYPT_SLICE_BYTES, encryptBufferToPgpMime, encryptStreamToPgpMime, PGP_CONFIG } from '../../src/pgp/index.js';
 import { Spool } from '../../src/smtp/spool.js';
 import { gpgDecryptPgpMime, makeGpgKey } from '../../test/helpers/gpg.js';
@@ -35,7 +37,7 @@ const { values: opt } = parseArgs({
 const MIB = Number(opt.mib ?? 50);
 const REPS = Number(opt.reps ?? 3);
 const LOAD = Number(opt.load ?? 2000);
-const STAGES = new Set((opt.stages ?? 'raw,smtp,spool,openpgp,mime,server').split(','));
+const STAGES = new Set((opt.stages ?? 'raw,smtp,parser,spool,openpgp,mime,server').split(','));
 
 /** A MIME message of about `mib` MiB: a base64 attachment of random bytes, CRLF lines. */
 function bigMessage(mib: number): Buffer {
@@ -130,6 +132,23 @@ async function smtpOnly(msg: Buffer): Promise<number> {
   } finally {
     await new Promise<void>((r) => server.close(() => r()));
   }
+}
+
+/** smtp-server's DATA parser alone (dot-unstuffing, end search): 64 KiB chunks written straight in. */
+async function parserOnly(msg: Buffer): Promise<number> {
+  const parser = new SMTPStream({}) as unknown as import('node:stream').Writable & { startDataMode(max?: number): import('node:stream').Readable; oncommand: unknown };
+  parser.oncommand = () => undefined;
+  const t0 = now();
+  const data = parser.startDataMode(0);
+  let n = 0;
+  data.on('data', (c: Buffer) => (n += c.length));
+  const ended = new Promise<void>((r) => data.once('end', () => r()));
+  for (const c of chunks(Buffer.concat([msg, Buffer.from('.\r\n')]))) {
+    if (!parser.write(c)) await new Promise((r) => parser.once('drain', r));
+  }
+  await ended;
+  if (n !== msg.length) throw new Error(`parser gave ${n} bytes`);
+  return now() - t0;
 }
 
 async function spoolRoundTrip(msg: Buffer, dir: string): Promise<number> {
@@ -244,6 +263,7 @@ async function main(): Promise<void> {
     const L = msg.length;
     if (STAGES.has('raw')) await stage('raw AES-256-CFB + SHA-1', msg, L, async () => rawCipher(msg));
     if (STAGES.has('smtp')) await stage('smtp-server DATA alone', msg, L, () => smtpOnly(msg));
+    if (STAGES.has('parser')) await stage('smtp-server parser alone', msg, L, () => parserOnly(msg));
     if (STAGES.has('spool')) await stage('spool write + read back', msg, L, () => spoolRoundTrip(msg, base));
     if (STAGES.has('openpgp') || STAGES.has('mime')) {
       const key = await readKey({ armoredKey: (await makeGpgKey('ed25519')).publicArmored });

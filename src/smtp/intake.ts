@@ -1,9 +1,11 @@
 // The data path: DATA -> per-recipient PGP/MIME encryption -> Maildir.
 // A message up to limits.memoryBufferBytes is read into memory once (one plaintext per
-// transaction, however many recipients); a larger one is written to a spool that holds it
-// encrypted under a key kept in memory only (spool.ts), as it arrives. Either way the copies are
-// then made a few at a time (COPIES_AT_ONCE), each streaming through openpgp straight into its
-// file, so memory does not grow with the number of recipients. Plaintext never reaches a file.
+// transaction, however many recipients). A larger one to at most COPIES_AT_ONCE recipients is
+// encrypted for each of them as it arrives, every copy reading the same chunks (fanOut) straight
+// into its file; to more recipients it is written to a spool that holds it encrypted under a key
+// kept in memory only (spool.ts), as it arrives, and the copies are then made from the spool a few
+// at a time (COPIES_AT_ONCE), each streaming through openpgp into its file, so memory does not
+// grow with the number of recipients. Plaintext never reaches a file.
 // What each copy encrypts is its delivery headers + the message, wrapped so that mail clients
 // show the original's Subject and From (src/pgp/protected.ts; the header section is held per
 // copy, at most HEADER_SECTION_MAX, inside ENCRYPTOR_BYTES).
@@ -37,8 +39,9 @@ import { reply } from './replies.js';
 import { Spool } from './spool.js';
 
 /**
- * Working set of one openpgp encryption in flight, fed 32 KiB slices: measured 2 to 3.5 MB live
- * after a GC, 5 MB at its worst (openpgp's own stream stages read ahead several slices).
+ * Working set of one openpgp encryption in flight, fed ENCRYPT_SLICE_BYTES (64 KiB) slices: openpgp's
+ * own stream stages read ahead several slices (measured 2 to 3.5 MB live after a GC with 32 KiB
+ * slices, 5 MB at its worst).
  */
 export const ENCRYPTOR_BYTES = 4 * 1024 * 1024;
 /** Copies of one message encrypted at the same time, whatever the number of recipients. */
