@@ -1,9 +1,11 @@
 // The data path: DATA -> per-recipient PGP/MIME encryption -> Maildir.
 // A message up to limits.memoryBufferBytes is read into memory once (one plaintext per
-// transaction, however many recipients); a larger one is written to a spool that holds it
-// encrypted under a key kept in memory only (spool.ts), as it arrives. Either way the copies are
-// then made a few at a time (COPIES_AT_ONCE), each streaming through openpgp straight into its
-// file, so memory does not grow with the number of recipients. Plaintext never reaches a file.
+// transaction, however many recipients). A larger one to at most COPIES_AT_ONCE recipients is
+// encrypted for each of them as it arrives, every copy reading the same chunks (fanOut) straight
+// into its file; to more recipients it is written to a spool that holds it encrypted under a key
+// kept in memory only (spool.ts), as it arrives, and the copies are then made from the spool a few
+// at a time (COPIES_AT_ONCE), each streaming through openpgp into its file, so memory does not
+// grow with the number of recipients. Plaintext never reaches a file.
 // What each copy encrypts is its delivery headers + the message, wrapped so that mail clients
 // show the original's Subject and From (src/pgp/protected.ts; the header section is held per
 // copy, at most HEADER_SECTION_MAX, inside ENCRYPTOR_BYTES).
@@ -24,6 +26,7 @@ import {
   deliveryHeaders,
   encryptBufferToPgpMime,
   encryptStreamToPgpMime,
+  ENCRYPT_SLICE_BYTES,
   protectBuffer,
   protectPayload,
   type DeliveryInfo,
@@ -36,8 +39,9 @@ import { reply } from './replies.js';
 import { Spool } from './spool.js';
 
 /**
- * Working set of one openpgp encryption in flight, fed 32 KiB slices: measured 2 to 3.5 MB live
- * after a GC, 5 MB at its worst (openpgp's own stream stages read ahead several slices).
+ * Working set of one openpgp encryption in flight, fed ENCRYPT_SLICE_BYTES (64 KiB) slices: openpgp's
+ * own stream stages read ahead several slices (measured 2 to 3.5 MB live after a GC with 32 KiB
+ * slices, 5 MB at its worst).
  */
 export const ENCRYPTOR_BYTES = 4 * 1024 * 1024;
 /** Copies of one message encrypted at the same time, whatever the number of recipients. */
@@ -45,7 +49,7 @@ export const COPIES_AT_ONCE = 4;
 /** Plaintext buffered by the streamed path besides the encryptors: our PassThrough. */
 const STREAM_BUFFER_BYTES = 256 * 1024;
 /** Slices fed to openpgp (views, not copies): each stage of its pipeline reads ahead a few of them. */
-const SLICE_BYTES = 32 * 1024;
+const SLICE_BYTES = ENCRYPT_SLICE_BYTES;
 /** A socket chunk may carry the head past its limit by this much. */
 const CHUNK_BYTES = 64 * 1024;
 /** Delivery headers, at most (Return-Path, Delivered-To, Received with bounded fields). */
@@ -117,7 +121,8 @@ async function readHead(it: AsyncIterator<Uint8Array>, limit: number): Promise<{
 }
 
 async function* rest(head: Buffer[], it: AsyncIterator<Uint8Array>, stream: { sizeExceeded?: boolean }): AsyncGenerator<Uint8Array> {
-  for (const c of head) yield c;
+  // Taken out of `head` as they are read, so that they can be freed.
+  for (let c = head.shift(); c; c = head.shift()) yield c;
   for (;;) {
     const r = await it.next();
     if (r.done) return;
@@ -131,6 +136,53 @@ function* slices(chunks: Buffer[], size = SLICE_BYTES): Generator<Buffer> {
   for (const c of chunks) {
     for (let o = 0; o < c.length; o += size) yield c.subarray(o, Math.min(c.length, o + size));
   }
+}
+
+/**
+ * One source read once by `n` readers, each of which sees every chunk: a chunk is read from the
+ * source when the first reader asks for it, and no reader gets more than one chunk ahead of the
+ * slowest, so at most two chunks are held whatever the readers' speeds. A reader that stops
+ * early no longer holds the others back. Waits end with the signal's reason.
+ */
+function fanOut(source: AsyncIterator<Uint8Array>, n: number, signal: AbortSignal): Array<AsyncGenerator<Uint8Array>> {
+  const asked = new Array<number>(n).fill(0);
+  const rounds = new Map<number, { result: Promise<IteratorResult<Uint8Array>>; left: number }>();
+  const waiters: Array<() => void> = [];
+  const changed = () => {
+    for (const w of waiters.splice(0)) w();
+  };
+  signal.addEventListener('abort', changed, { once: true });
+  const take = async (i: number, r: number): Promise<IteratorResult<Uint8Array>> => {
+    asked[i] = r;
+    changed();
+    while (r > Math.min(...asked) + 1) {
+      signal.throwIfAborted();
+      await new Promise<void>((resolve) => waiters.push(resolve));
+    }
+    signal.throwIfAborted();
+    let round = rounds.get(r);
+    if (!round) {
+      const result = source.next();
+      result.catch(() => undefined); // thrown to every reader that awaits it
+      round = { result, left: n };
+      rounds.set(r, round);
+    }
+    if (--round.left === 0) rounds.delete(r);
+    return round.result;
+  };
+  const reader = async function* (i: number): AsyncGenerator<Uint8Array> {
+    try {
+      for (let r = 0; ; r++) {
+        const { value, done } = await take(i, r);
+        if (done) return;
+        yield value;
+      }
+    } finally {
+      asked[i] = Infinity;
+      changed();
+    }
+  };
+  return Array.from({ length: n }, (_, i) => reader(i));
 }
 
 /**
@@ -271,9 +323,43 @@ export async function deliverMessage(
       return { bytes: size, mode: 'memory', stored: stored.length };
     }
 
-    // Larger: the message goes to the spool (encrypted under a key held in memory only) while it
-    // arrives, then each copy reads it back; copies are made a few at a time as above.
     lease.shrinkTo(streamPathBytes(size, n));
+    if (n <= COPIES_AT_ONCE) {
+      // Larger, to a few recipients: every copy is encrypted while the message arrives, from the
+      // same chunks (fanOut), straight into its file; nothing else touches the disk. Each copy
+      // reserves what it writes as it writes it (beforeWrite), as on the other paths.
+      let total = 0;
+      const counted = (async function* () {
+        for await (const c of rest(head, it, stream)) {
+          total += c.byteLength;
+          yield c;
+        }
+      })();
+      const readers = fanOut(counted, n, abort.signal);
+      try {
+        await allOrFirstFailure(n, COPIES_AT_ONCE, abort, (i, signal) =>
+          deliverCopy(
+            i,
+            protectPayload(
+              (async function* () {
+                yield deliveryHeaders(info(recipients[i]!));
+                for await (const c of readers[i]!) yield* slices([Buffer.from(c.buffer, c.byteOffset, c.byteLength)]);
+              })(),
+            ),
+            signal,
+          ),
+        );
+      } catch (err) {
+        // The size limit passed mid-DATA: that is the reason, whatever each copy saw.
+        if (stream.sizeExceeded) throw new MessageTooBig();
+        throw err;
+      }
+      if (stream.sizeExceeded) throw new MessageTooBig();
+      return { bytes: total, mode: 'stream', stored: stored.length };
+    }
+
+    // Larger, to many recipients: the message goes to the spool (encrypted under a key held in
+    // memory only) while it arrives, then each copy reads it back, a few at a time as above.
     spool = await Spool.create(config.maildirRoot);
     const spoolSpace = space.openSpool(abort.signal);
     reservations.push(spoolSpace);
