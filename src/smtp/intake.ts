@@ -285,12 +285,17 @@ export async function deliverMessage(
     const estimate = ciphertextEstimate(size + HEADER_BYTES);
     const copySpace = recipients.map((r) => space.open(r.user.username, abort.signal));
     reservations.push(...copySpace);
-    for (const res of copySpace) await res.reserve(estimate);
+    // All copies at once (from an SMTP worker: one round trip to the server process for all).
+    // A message in memory is encrypted meanwhile; nothing is written before the reservations hold.
+    const reserved = Promise.all(copySpace.map((res) => res.reserve(estimate)));
+    reserved.catch(() => undefined); // awaited below, on every path
+    if (!ended) await reserved;
     const deliverCopy = async (i: number, plaintext: AsyncIterable<Uint8Array> | Buffer, signal: AbortSignal) => {
       const r = recipients[i]!;
       const res = copySpace[i]!;
       const opts = { key: parsed[i]!, domain: config.domain, date };
       const file = Buffer.isBuffer(plaintext) ? await encryptBufferToPgpMime(plaintext, opts) : encryptStreamToPgpMime(plaintext, opts);
+      await reserved;
       try {
         const msg = await maildir.deliver(r.user.username, file, {
           signal,
