@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { fsyncPath } from '../maildir/index.js';
+import { DirSyncer, fsyncPath } from '../maildir/index.js';
 import { nameWithSize, uniqueName } from '../maildir/names.js';
 import { restoreOriginal as restorePayload } from '../pgp/protected.js';
 import { ClientError, DeliveryError, EXIT_TEMPFAIL } from './errors.js';
@@ -64,8 +64,12 @@ async function* tracked(message: Chunks): AsyncGenerator<Buffer> {
 export class MaildirDestination implements Destination {
   private ready = false;
   readonly irrevocable = false;
+  /** Deliveries in flight at once share each fsync of new/ (group commit). */
+  private readonly newSync: DirSyncer;
 
-  constructor(readonly dir: string) {}
+  constructor(readonly dir: string) {
+    this.newSync = new DirSyncer(path.join(dir, 'new'));
+  }
 
   describe(): string {
     return this.dir;
@@ -121,7 +125,7 @@ export class MaildirDestination implements Destination {
       throw this.writeError(err);
     }
     try {
-      await fsyncPath(path.join(this.dir, 'new'));
+      await this.newSync.sync();
     } catch (err) {
       // Renamed but perhaps not durable: taken back, so that it is fetched again next time.
       await unlink(path.join(this.dir, 'new', nameWithSize(unique, size))).catch(() => undefined);

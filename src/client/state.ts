@@ -161,6 +161,31 @@ export class DeliveredRecord {
     ids.add(id);
   }
 
+  /** add() of several ids with one append and one fsync. */
+  async addMany(list: readonly string[]): Promise<void> {
+    if (list.length === 0) return;
+    if (list.length === 1) return this.add(list[0]!);
+    const ids = await this.load();
+    try {
+      await mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
+      const fh = await open(this.file, 'a', 0o600);
+      let created = false;
+      try {
+        created = (await fh.stat()).size === 0;
+        await fh.appendFile(list.map((id) => id + '\n').join(''));
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      if (created) await fsyncPath(path.dirname(this.file));
+    } catch (err) {
+      throw new ClientError(
+        `Cannot write the delivery record ${this.file} (${errnoPhrase(err) ?? String(err)}); ${list.length} delivered messages stay on the server.`,
+      );
+    }
+    for (const id of list) ids.add(id);
+  }
+
   /** Keeps only the ids the server still lists. */
   async retainOnly(listed: Set<string>): Promise<void> {
     const ids = await this.load();

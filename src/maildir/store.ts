@@ -335,6 +335,42 @@ export class MaildirStore {
   }
 
   /**
+   * remove() of several ids with one fsync of each folder touched, after every unlink
+   * (a client acknowledging a batch). Resolves with the ids removed and those not found
+   * (already gone, or never this user's); throws on a bad id before removing anything.
+   */
+  async removeMany(user: string, ids: readonly string[]): Promise<{ removed: string[]; missing: string[] }> {
+    const dir = this.userDir(user);
+    if (!ids.every(isValidId)) throw badId();
+    const removed: string[] = [];
+    const missing: string[] = [];
+    const touched = new Set<MessageDir>();
+    for (const id of ids) {
+      let done = false;
+      for (let attempt = 0; attempt < 2 && !done; attempt++) {
+        const found = await this.locate(dir, id);
+        if (!found) break;
+        const file = path.join(dir, found.dir, found.id);
+        const size = sizeFromName(found.id);
+        const time = timeFromName(found.id);
+        const st = size === null || time === null ? await ignoreMissing(lstat(file)) : undefined;
+        try {
+          await unlink(file);
+        } catch (err) {
+          if (errno(err) === 'ENOENT') continue;
+          throw err;
+        }
+        touched.add(found.dir);
+        this.noteRemoved(user, found.id, size ?? st?.size ?? 0, time ?? st?.mtimeMs ?? 0);
+        done = true;
+      }
+      (done ? removed : missing).push(id);
+    }
+    await Promise.all([...touched].map((sub) => this.syncer(path.join(dir, sub)).sync()));
+    return { removed, missing };
+  }
+
+  /**
    * Bytes stored for `user` as this process knows them right now (kept current by deliver,
    * remove and purge), or null when no scan is cached: then call usage() first.
    */
