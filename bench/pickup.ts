@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { gpgDecryptPgpMime } from '../test/helpers/gpg.js';
 import { buildWarning, ROOT, startKzymy, type KzymyInstance } from './lib/kzymy.js';
 import { makeUsers } from './lib/users.js';
-import { cleanupAll, cleanUpOnSignals, cleanups, countFiles, fmt, loadAverage, median, now, run, runOk, sleep, waitUntil, writeReportSection } from './lib/util.js';
+import { cleanupAll, cleanUpOnSignals, cleanups, countFiles, fmt, loadAverage, median, now, run, runOk, sleep, writeReportSection } from './lib/util.js';
 
 const { values: opt } = parseArgs({
   options: {
@@ -27,6 +27,7 @@ const { values: opt } = parseArgs({
     tor: { type: 'boolean', default: false },
     modes: { type: 'string' },
     'cpu-prof': { type: 'string' },
+    'client-cpu-prof': { type: 'string' },
     out: { type: 'string' },
     'no-write': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
@@ -43,6 +44,7 @@ if (opt.help) {
                  (builds the network first: about a minute more)
   --modes LIST   only these modes, comma-separated: client,decrypt,raw1,raw8 (default all)
   --cpu-prof DIR run the server under --cpu-prof, writing its profile into DIR
+  --client-cpu-prof DIR  the same for each kzymy-client run
   --out FILE     where to write the Markdown section (default docs/benchmarks.md)
   --no-write     print the report only`);
   process.exit(0);
@@ -137,12 +139,14 @@ async function checkRun(s: Setup, dest: string, decrypted: boolean): Promise<voi
   if (/BEGIN PGP MESSAGE/.test(text) || !text.includes(SENDER)) throw new Error(`a delivered message of ${dest} does not read as the message sent`);
 }
 
+const clientFlags = opt['client-cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(opt['client-cpu-prof'])] : [];
+
 /** kzymy-client fetch into a fresh Maildir; the whole command timed (node start and login included). */
 async function clientFetch(s: Setup, profile: string, dest: string, extra: string[], env: NodeJS.ProcessEnv = {}): Promise<number> {
   const args = ['--config', profile, 'fetch', '--maildir', dest, ...extra, '--quiet'];
   const t0 = now();
   const r = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, [CLIENT_CLI, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [...clientFlags, CLIENT_CLI, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), RUN_TIMEOUT_MS);

@@ -75,7 +75,7 @@ export class MaildirDestination implements Destination {
     return this.dir;
   }
 
-  private async prepare(): Promise<void> {
+  async prepare(): Promise<void> {
     if (this.ready) return;
     try {
       const made = await mkdir(this.dir, { recursive: true, mode: 0o700 });
@@ -134,7 +134,7 @@ export class MaildirDestination implements Destination {
     return size;
   }
 
-  private writeError(err: unknown): DeliveryError {
+  writeError(err: unknown): DeliveryError {
     const code = (err as NodeJS.ErrnoException).code;
     const temporary = code === 'ENOSPC' || code === 'EDQUOT' || code === 'EIO' || code === 'EMFILE' || code === 'ENFILE';
     return new DeliveryError(`Cannot write to the Maildir ${this.dir}: ${reason(err)}.`, temporary ? EXIT_TEMPFAIL : 1);

@@ -5,7 +5,8 @@ import cliProgress from 'cli-progress';
 import path from 'node:path';
 import type { Session } from './api.js';
 import type { Context } from './context.js';
-import { decryptedMessage, envelopeOf, peekHead, Spool, type Chunks, type Destination } from './deliver.js';
+import { DecryptBatcher } from './batch.js';
+import { decryptedMessage, envelopeOf, MaildirDestination, peekHead, Spool, type Chunks, type Destination } from './deliver.js';
 import { ClientError, DeliveryError, EXIT_TEMPFAIL, printable } from './errors.js';
 import type { Gnupg } from './gnupg.js';
 import type { DeliveredRecord } from './state.js';
@@ -162,6 +163,15 @@ export async function fetchOnce(d: FetchDeps): Promise<FetchResult> {
   let fatal: { err: unknown } | null = null;
   let gone = 0;
   let next = 0;
+  // --decrypt into a Maildir: one gpg for many messages (see DecryptBatcher).
+  const batcher = d.decrypt && d.destination instanceof MaildirDestination ? new DecryptBatcher(d.gpg, d.destination, d.crlf) : null;
+  const settling: Array<Promise<void>> = [];
+  const failed = (err: unknown): void => {
+    if (err instanceof DeliveryError && err.exitCode !== EXIT_TEMPFAIL) {
+      result.failures.push(err);
+      progressed(1);
+    } else fatal ??= { err };
+  };
   const worker = async (): Promise<void> => {
     while (!d.stopper.stopped && fatal === null && committer.failure === null && next < list.length) {
       const m = list[next++]!;
@@ -171,21 +181,23 @@ export async function fetchOnce(d: FetchDeps): Promise<FetchResult> {
           committer.add(m.id, 0, true);
           continue;
         }
+        await batcher?.room();
         const file = await d.session.download(m.id, m.size);
         if (file === null) {
           gone++; // acknowledged meanwhile (another client)
           continue;
         }
+        if (batcher) {
+          // Queued for the next gpg; the worker goes on downloading meanwhile.
+          const { delivered } = await batcher.submit(m.id, file.chunks);
+          settling.push(delivered.then(() => committer.add(m.id, file.size, false), failed));
+          continue;
+        }
         await deliverOne(d, m.id, file.chunks);
         committer.add(m.id, file.size, false);
       } catch (err) {
-        if (err instanceof DeliveryError && err.exitCode !== EXIT_TEMPFAIL) {
-          result.failures.push(err);
-          progressed(1);
-          continue;
-        }
-        fatal ??= { err };
-        return;
+        failed(err);
+        if (fatal) return;
       }
     }
   };
@@ -193,7 +205,12 @@ export async function fetchOnce(d: FetchDeps): Promise<FetchResult> {
     const width = d.destination.irrevocable ? 1 : Math.min(IN_FLIGHT, Math.max(1, list.length));
     // Every worker ends (its download settled) before anything is thrown: what was
     // delivered is still committed, and nothing is acknowledged that is not durable.
-    await Promise.all(Array.from({ length: width }, worker));
+    try {
+      await Promise.all(Array.from({ length: width }, worker));
+      await Promise.all(settling);
+    } finally {
+      await batcher?.close();
+    }
     let commitError: unknown = null;
     try {
       await committer.flush();

@@ -285,8 +285,9 @@ export class MaildirStore {
   async read(user: string, id: string): Promise<{ info: MessageInfo; stream: Readable }> {
     const dir = this.userDir(user);
     if (!isValidId(id)) throw badId();
-    for (let attempt = 0; attempt < 2; attempt++) {
-      const found = await this.locate(dir, id);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      // Most reads are of a message still in new/ under its listed name: opened at once.
+      const found = attempt === 0 ? { dir: 'new' as const, id } : await this.locate(dir, id);
       if (!found) break;
       let fh: FileHandle;
       try {
@@ -301,7 +302,8 @@ export class MaildirStore {
         if (!st.isFile()) throw notFound();
         const receivedAt = timeFromName(found.id) ?? st.mtimeMs;
         const info = { id: found.id, size: st.size, receivedAt: new Date(Math.floor(receivedAt)) };
-        return { info, stream: fh.createReadStream() };
+        // With its end given, the stream stops at the size instead of reading once more for EOF.
+        return { info, stream: fh.createReadStream(st.size > 0 ? { start: 0, end: st.size - 1 } : {}) };
       } catch (err) {
         await fh.close().catch(() => undefined);
         throw err;
