@@ -69,9 +69,15 @@ export class DecryptBatcher {
     private readonly crlf: boolean,
   ) {}
 
-  /** The private folder, made on first use; leftovers of a client killed earlier are removed. */
-  private async prepare(): Promise<string> {
-    if (this.folder) return this.folder;
+  private making: Promise<string> | null = null;
+
+  /** The private folder, made once on first use; leftovers of a client killed earlier are removed. */
+  private prepare(): Promise<string> {
+    this.making ??= this.make();
+    return this.making;
+  }
+
+  private async make(): Promise<string> {
     await this.dest.prepare();
     const tmp = path.join(this.dest.dir, 'tmp');
     try {
@@ -182,7 +188,9 @@ export class DecryptBatcher {
   /** Waits for every queued message to be settled, then removes the private folder. */
   async close(): Promise<void> {
     while (this.running.size > 0) await Promise.all(this.running);
+    await this.making?.catch(() => undefined);
     if (this.folder) await rm(this.folder, { recursive: true, force: true }).catch(() => undefined);
     this.folder = null;
+    this.making = null;
   }
 }
