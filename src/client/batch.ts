@@ -21,6 +21,7 @@ const FOLDER_PREFIX = '.kzymy-decrypt-';
 
 interface Queued {
   id: string;
+  beforeRename: (name: string) => Promise<void>;
   cipher: string;
   resolve: () => void;
   reject: (err: unknown) => void;
@@ -106,7 +107,7 @@ export class DecryptBatcher {
    * fails on it (it stays on the server), a ClientError when gpg cannot run. Throws the
    * download's own error, with nothing kept, when the transfer breaks.
    */
-  async submit(id: string, download: Chunks): Promise<{ delivered: Promise<void> }> {
+  async submit(id: string, download: Chunks, beforeRename: (name: string) => Promise<void>): Promise<{ delivered: Promise<void> }> {
     const folder = await this.prepare();
     const cipher = path.join(folder, `${++this.seq}.gpg`);
     this.queued++;
@@ -128,7 +129,7 @@ export class DecryptBatcher {
     }
     let q!: Queued;
     const delivered = new Promise<void>((resolve, reject) => {
-      q = { id, cipher, resolve, reject };
+      q = { id, beforeRename, cipher, resolve, reject };
     });
     this.pending.push(q);
     // Not awaited here: the caller goes on while gpg and the delivery run.
@@ -169,7 +170,7 @@ export class DecryptBatcher {
     try {
       if (verdict) throw new DeliveryError(verdict.message, verdict.exitCode);
       const original = restoreOriginal(fileChunks(b.cipher.slice(0, -'.gpg'.length)));
-      await this.dest.deliver(this.crlf ? original : crlfToLf(original));
+      await this.dest.deliver(this.crlf ? original : crlfToLf(original), { id: b.id, beforeRename: b.beforeRename });
       b.resolve();
     } catch (err) {
       b.reject(err);

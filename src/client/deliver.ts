@@ -2,7 +2,7 @@
 // like getmail's MDA_external; and the --decrypt step that opens a PGP/MIME file.
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { DirSyncer, fsyncPath } from '../maildir/index.js';
@@ -27,6 +27,11 @@ export interface DeliveryInfo {
   /** Return-Path and Delivered-To of the decrypted message, when known. */
   sender?: string;
   recipient?: string;
+  /**
+   * Maildir only: called with the file's name in new/ once it is complete in tmp/, just
+   * before the rename; the rename waits for it, and does not happen when it throws.
+   */
+  beforeRename?: (name: string) => Promise<void>;
 }
 
 export interface Destination {
@@ -95,7 +100,7 @@ export class MaildirDestination implements Destination {
    * written), fsync new/. A message that throws midway, or a failed write, leaves nothing:
    * the tmp/ file is removed. Each streamed chunk is zeroed once written (it may be plaintext).
    */
-  async deliver(message: Buffer | Chunks): Promise<number> {
+  async deliver(message: Buffer | Chunks, info?: DeliveryInfo): Promise<number> {
     await this.prepare();
     const unique = uniqueName();
     const tmp = path.join(this.dir, 'tmp', unique);
@@ -116,6 +121,9 @@ export class MaildirDestination implements Destination {
       await fh.sync();
       await fh.close();
       fh = null;
+      if (info?.beforeRename) await info.beforeRename(nameWithSize(unique, size)).catch((err: unknown) => {
+        throw new SourceFailure(err);
+      });
       await rename(tmp, path.join(this.dir, 'new', nameWithSize(unique, size)));
     } catch (err) {
       await fh?.close().catch(() => undefined);
@@ -132,6 +140,22 @@ export class MaildirDestination implements Destination {
       throw this.writeError(err);
     }
     return size;
+  }
+
+  /**
+   * True when new/NAME, or NAME moved to cur/ by a mail reader (NAME:2,FLAGS), is there: a
+   * delivery of an earlier run that ended before it was recorded as done.
+   */
+  async holds(name: string): Promise<boolean> {
+    if (!/^[^/:]+$/.test(name) || name.startsWith('.')) return false;
+    try {
+      await lstat(path.join(this.dir, 'new', name));
+      return true;
+    } catch {
+      // not in new/
+    }
+    const cur = await readdir(path.join(this.dir, 'cur')).catch(() => [] as string[]);
+    return cur.some((n) => n === name || n.startsWith(`${name}:`));
   }
 
   writeError(err: unknown): DeliveryError {

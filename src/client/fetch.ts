@@ -172,12 +172,20 @@ export async function fetchOnce(d: FetchDeps): Promise<FetchResult> {
       progressed(1);
     } else fatal ??= { err };
   };
+  /** The intent line a Maildir delivery writes before its rename (see DeliveredRecord). */
+  const intend = (id: string) => (name: string) => d.record.intend(id, name);
   const worker = async (): Promise<void> => {
     while (!d.stopper.stopped && fatal === null && committer.failure === null && next < list.length) {
       const m = list[next++]!;
       try {
         if (await d.record.has(m.id)) {
           // Delivered by an earlier run that ended before the server heard of it.
+          committer.add(m.id, 0, true);
+          continue;
+        }
+        const name = await d.record.intended(m.id);
+        if (name !== undefined && d.destination instanceof MaildirDestination && (await d.destination.holds(name))) {
+          // Renamed into the Maildir by an earlier run that ended before recording it done.
           committer.add(m.id, 0, true);
           continue;
         }
@@ -189,11 +197,11 @@ export async function fetchOnce(d: FetchDeps): Promise<FetchResult> {
         }
         if (batcher) {
           // Queued for the next gpg; the worker goes on downloading meanwhile.
-          const { delivered } = await batcher.submit(m.id, file.chunks);
+          const { delivered } = await batcher.submit(m.id, file.chunks, intend(m.id));
           settling.push(delivered.then(() => committer.add(m.id, file.size, false), failed));
           continue;
         }
-        await deliverOne(d, m.id, file.chunks);
+        await deliverOne(d, m.id, file.chunks, intend(m.id));
         committer.add(m.id, file.size, false);
       } catch (err) {
         failed(err);
@@ -241,19 +249,19 @@ export async function fetchOnce(d: FetchDeps): Promise<FetchResult> {
  * stream as it arrives (an incomplete one never leaves tmp/); an MDA only a download that
  * arrived complete, spooled first (see MdaDestination).
  */
-async function deliverOne(d: FetchDeps, id: string, download: Chunks): Promise<void> {
+async function deliverOne(d: FetchDeps, id: string, download: Chunks, beforeRename: (name: string) => Promise<void>): Promise<void> {
   const spool = d.destination.irrevocable ? await Spool.fill(d.spoolDir, download) : null;
   try {
     const file = spool ? spool.chunks() : download;
     if (!d.decrypt) {
-      await d.destination.deliver(file, { id });
+      await d.destination.deliver(file, { id, beforeRename });
       return;
     }
     // SENDER and RECIPIENT for an MDA come from the top of the decrypted header.
     const { head, message } = await peekHead(decryptedMessage(d.gpg, file, id, d.crlf));
     const env = envelopeOf(head);
     head.fill(0);
-    await d.destination.deliver(message, { id, ...env });
+    await d.destination.deliver(message, { id, ...env, beforeRename });
   } finally {
     await spool?.close();
   }

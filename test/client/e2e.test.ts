@@ -365,6 +365,50 @@ describe('kzymy-client against a real kzymy server (loopback, --no-tor)', functi
     });
   });
 
+  describe('a backlog', function () {
+    it('kill -9 amid batches, at any moment: the next run delivers each message exactly once, no half file in new/, no decryption folder left', async function () {
+      this.timeout(600_000);
+      for (const decrypt of [false, true]) {
+        const acct = await signup();
+        const sent: Array<{ mark: string; msg: Buffer; rcpt: string }> = [];
+        for (let i = 0; i < 40; i++) sent.push(await send(acct, `backlog${i}`));
+        const out = path.join(work, `backlog-${decrypt ? 'decrypted' : 'pgp'}`);
+        const args = ['--config', acct.config, '--gnupghome', acct.key.gnupghome, 'fetch', '--maildir', out, ...(decrypt ? ['--decrypt'] : [])];
+        // Killed once some messages are in new/ (batches in flight), and again on the next run.
+        for (let kill = 0; kill < 2; kill++) {
+          const before = (await delivered(out)).length;
+          const child = spawn(process.execPath, ['--import', 'tsx', CLIENT_CLI, ...args], { cwd: ROOT, stdio: 'ignore' });
+          const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+          // Waiting for an outcome (a file more in new/, or the end), bounded by mocha's timeout.
+          while (child.exitCode === null && (await delivered(out)).length <= before) await new Promise((r) => setTimeout(r, 5));
+          child.kill('SIGKILL');
+          await exited;
+        }
+        const next = await afterLock(() => runClient(args));
+        expect(next.code, next.stderr).to.equal(0);
+        const files = await delivered(out);
+        // The welcome message and the 40, each once and whole.
+        expect(files).to.have.length(41);
+        for (const s of sent) {
+          const mine = files.filter((f) => (decrypt ? f : Buffer.from(f)).includes(Buffer.from(s.mark)));
+          if (decrypt) {
+            expect(mine, s.mark).to.have.length(1);
+            expectOriginalWithDeliveryHeaders(mine[0]!, s.msg, s.rcpt);
+          }
+        }
+        if (!decrypt) {
+          // PGP/MIME files: each opens with gpg, and the 41 are 41 different messages.
+          const plains = await Promise.all(files.map((f) => gpgDecryptPgpMime(acct.key.gnupghome, f)));
+          for (const s of sent) expect(plains.filter((p) => p.includes(Buffer.from(s.mark))), s.mark).to.have.length(1);
+        }
+        // A killed run may leave the file it was writing in tmp/ (maildir(5) readers clear
+        // tmp/ of old files); the private folder of --decrypt batches is gone.
+        expect((await readdir(path.join(out, 'tmp'))).filter((n) => n.startsWith('.')), 'tmp/').to.deep.equal([]);
+        expect(await waiting(acct), 'the server holds nothing more').to.equal(0);
+      }
+    });
+  });
+
   describe('--watch', function () {
     it('keeps polling, delivers what arrives, and stops cleanly on SIGTERM', async function () {
       const acct = await signup();
