@@ -1,7 +1,6 @@
 // kzymy pickup benchmark: a backlog of waiting 10 KB messages (put there through the real
 // SMTP intake by Postfix's smtp-source) fetched by kzymy-client over loopback (--no-tor)
-// into a Maildir, as it is and with --decrypt; a small raw HTTP client for reference; and,
-// with --tor, one client fetch through the private Tor network of the e2e suite.
+// into a Maildir, as it is and with --decrypt; and a small raw HTTP client for reference.
 //
 //   npm run build && npx tsx bench/pickup.ts           # full run, writes docs/benchmarks.md
 //   npx tsx bench/pickup.ts --quick                    # smoke run, writes nothing
@@ -24,7 +23,6 @@ const { values: opt } = parseArgs({
     reps: { type: 'string' },
     messages: { type: 'string' },
     quick: { type: 'boolean', default: false },
-    tor: { type: 'boolean', default: false },
     modes: { type: 'string' },
     'cpu-prof': { type: 'string' },
     'client-cpu-prof': { type: 'string' },
@@ -35,13 +33,11 @@ const { values: opt } = parseArgs({
 });
 
 if (opt.help) {
-  console.log(`usage: npx tsx bench/pickup.ts [--reps N] [--messages N] [--quick] [--tor] [--out FILE] [--no-write]
+  console.log(`usage: npx tsx bench/pickup.ts [--reps N] [--messages N] [--quick] [--out FILE] [--no-write]
 
   --reps N       runs of each mode, each on a fresh backlog; the median is reported (default 3)
   --messages N   messages in each backlog (default 2000)
   --quick        defaults of 1 run, 200 messages; writes no report unless --out
-  --tor          also one client fetch through the private Tor network of test/e2e/tornet
-                 (builds the network first: about a minute more)
   --modes LIST   only these modes, comma-separated: client,decrypt,raw1,raw8 (default all)
   --cpu-prof DIR run the server under --cpu-prof, writing its profile into DIR
   --client-cpu-prof DIR  the same for each kzymy-client run
@@ -202,11 +198,6 @@ async function rawFetch(s: Setup, token: string, inFlight: number): Promise<numb
   return seconds;
 }
 
-/** One client fetch through the private Tor network (not yet built). */
-async function torFetch(_s: Setup, _profile: string, _dest: string): Promise<number> {
-  throw new Error('--tor is not available yet');
-}
-
 interface Row {
   mode?: string;
   label: string;
@@ -264,17 +255,6 @@ async function main(): Promise<void> {
     }
   }
 
-  let torLine: string | null = null;
-  if (opt.tor) {
-    const bytes = await fillBacklog(s);
-    const dest = path.join(base, 'dest-tor');
-    const seconds = await torFetch(s, profile, dest);
-    await checkRun(s, dest, false);
-    const row: Row = { label: 'kzymy-client fetch through the private Tor network (onion)', runs: [{ seconds, bytes }] };
-    torLine = rowLine(row);
-    log(`  ${row.label}: ${fmt(N / seconds)} msg/s, ${fmt(bytes / MiB / seconds, 1)} MiB/s`);
-  }
-
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
   const report = [
     SECTION,
@@ -287,7 +267,6 @@ async function main(): Promise<void> {
     '| mode | msg/s | MiB/s | seconds | runs (msg/s) |',
     '| --- | ---: | ---: | ---: | --- |',
     ...rows.map(rowLine),
-    ...(torLine ? [torLine] : []),
     '',
   ].join('\n');
   log('');
