@@ -118,12 +118,15 @@ export class MaildirDestination implements Destination {
         size += chunk.length;
         if (streamed) chunk.fill(0);
       }
-      await fh.sync();
-      await fh.close();
-      fh = null;
-      if (info?.beforeRename) await info.beforeRename(nameWithSize(unique, size)).catch((err: unknown) => {
+      // The file's fsync and the caller's step before the rename run side by side.
+      const before = info?.beforeRename?.(nameWithSize(unique, size)).catch((err: unknown) => {
         throw new SourceFailure(err);
       });
+      before?.catch(() => undefined); // awaited below, after the fsync, whatever it does
+      await fh.sync();
+      await before;
+      await fh.close();
+      fh = null;
       await rename(tmp, path.join(this.dir, 'new', nameWithSize(unique, size)));
     } catch (err) {
       await fh?.close().catch(() => undefined);

@@ -83,7 +83,7 @@ export interface FetchDeps {
  * fsynced and renamed, so they cannot interfere; their fsyncs overlap, and the fsync of
  * new/ after their renames is shared. An MDA gets one message at a time, in list order.
  */
-export const IN_FLIGHT = 8;
+export const IN_FLIGHT = 16;
 
 /**
  * What is delivered but not yet acknowledged, committed in batches: the ids go into the
