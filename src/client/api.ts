@@ -159,6 +159,9 @@ export function expectFingerprint(t: Transport, said: unknown, own: string, when
   }
 }
 
+/** Ids per POST /messages/acknowledge (the server takes up to 500). */
+export const ACK_BATCH = 200;
+
 const USERNAME_RE = /^[a-z][a-z0-9]{1,63}$/;
 /** Message ids are Maildir names (no leading dot, no "..", no "/"). */
 const MESSAGE_ID_RE = /^[A-Za-z0-9_,=:\\-][A-Za-z0-9._,=:\\-]{0,254}$/;
@@ -293,15 +296,30 @@ export class Session {
    */
   private async authed<T>(fn: (token: string) => Promise<T>): Promise<T> {
     if (!this.token && this.tokens) this.token = await this.tokens.load(await this.identity());
-    if (!this.token) await this.login();
+    if (!this.token) await this.relogin();
+    const used = this.token!;
     try {
-      return await fn(this.token!);
+      return await fn(used);
     } catch (err) {
       if (!(err instanceof ApiError) || err.status !== 401 || err.code !== 'unauthorized') throw err;
-      await this.tokens?.clear();
-      await this.login();
+      // Several downloads in flight may all meet the end of the token: one login for all.
+      if (this.token === used) {
+        await this.tokens?.clear();
+        await this.relogin(used);
+      }
       return fn(this.token!);
     }
+  }
+
+  private loggingIn: Promise<void> | null = null;
+
+  /** login(), shared by every caller that asks while one runs. */
+  private relogin(stale: string | null = null): Promise<void> {
+    if (this.token !== null && this.token !== stale) return Promise.resolve();
+    this.loggingIn ??= this.login().finally(() => {
+      this.loggingIn = null;
+    });
+    return this.loggingIn;
   }
 
   async call<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
@@ -343,6 +361,33 @@ export class Session {
     } catch (err) {
       if (err instanceof ApiError && err.code === 'no-such-message') return;
       throw err;
+    }
+  }
+
+  /** False once the server turned out not to know POST /messages/acknowledge (an older one). */
+  private batchAck = true;
+
+  /**
+   * Acknowledges several delivered messages in one request (at most ACK_BATCH ids each);
+   * ids already gone count as done. Falls back to one DELETE per id on a server without
+   * the batch endpoint.
+   */
+  async acknowledgeMany(ids: readonly string[]): Promise<void> {
+    for (let at = 0; at < ids.length; at += ACK_BATCH) {
+      const part = ids.slice(at, at + ACK_BATCH);
+      if (this.batchAck) {
+        const answer = await this.authed(async (token) => {
+          const res = await this.transport.request('POST', '/api/v1/messages/acknowledge', { token, body: { ids: part } });
+          if (res.status >= 200 && res.status < 300) return 'done';
+          const err = this.transport.apiError(res);
+          // No such route (404 of another kind, 405): a server from before the batch endpoint.
+          if (res.status === 405 || (res.status === 404 && !(err instanceof ApiError && err.code === 'no-such-message'))) return 'older';
+          throw err;
+        });
+        if (answer === 'done') continue;
+        this.batchAck = false;
+      }
+      for (const id of part) await this.acknowledge(id);
     }
   }
 

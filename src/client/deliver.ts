@@ -2,10 +2,10 @@
 // like getmail's MDA_external; and the --decrypt step that opens a PGP/MIME file.
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { fsyncPath } from '../maildir/index.js';
+import { DirSyncer, fsyncPath } from '../maildir/index.js';
 import { nameWithSize, uniqueName } from '../maildir/names.js';
 import { restoreOriginal as restorePayload } from '../pgp/protected.js';
 import { ClientError, DeliveryError, EXIT_TEMPFAIL } from './errors.js';
@@ -27,6 +27,11 @@ export interface DeliveryInfo {
   /** Return-Path and Delivered-To of the decrypted message, when known. */
   sender?: string;
   recipient?: string;
+  /**
+   * Maildir only: called with the file's name in new/ once it is complete in tmp/, just
+   * before the rename; the rename waits for it, and does not happen when it throws.
+   */
+  beforeRename?: (name: string) => Promise<void>;
 }
 
 export interface Destination {
@@ -64,14 +69,18 @@ async function* tracked(message: Chunks): AsyncGenerator<Buffer> {
 export class MaildirDestination implements Destination {
   private ready = false;
   readonly irrevocable = false;
+  /** Deliveries in flight at once share each fsync of new/ (group commit). */
+  private readonly newSync: DirSyncer;
 
-  constructor(readonly dir: string) {}
+  constructor(readonly dir: string) {
+    this.newSync = new DirSyncer(path.join(dir, 'new'));
+  }
 
   describe(): string {
     return this.dir;
   }
 
-  private async prepare(): Promise<void> {
+  async prepare(): Promise<void> {
     if (this.ready) return;
     try {
       const made = await mkdir(this.dir, { recursive: true, mode: 0o700 });
@@ -91,7 +100,7 @@ export class MaildirDestination implements Destination {
    * written), fsync new/. A message that throws midway, or a failed write, leaves nothing:
    * the tmp/ file is removed. Each streamed chunk is zeroed once written (it may be plaintext).
    */
-  async deliver(message: Buffer | Chunks): Promise<number> {
+  async deliver(message: Buffer | Chunks, info?: DeliveryInfo): Promise<number> {
     await this.prepare();
     const unique = uniqueName();
     const tmp = path.join(this.dir, 'tmp', unique);
@@ -109,7 +118,13 @@ export class MaildirDestination implements Destination {
         size += chunk.length;
         if (streamed) chunk.fill(0);
       }
+      // The file's fsync and the caller's step before the rename run side by side.
+      const before = info?.beforeRename?.(nameWithSize(unique, size)).catch((err: unknown) => {
+        throw new SourceFailure(err);
+      });
+      before?.catch(() => undefined); // awaited below, after the fsync, whatever it does
       await fh.sync();
+      await before;
       await fh.close();
       fh = null;
       await rename(tmp, path.join(this.dir, 'new', nameWithSize(unique, size)));
@@ -121,7 +136,7 @@ export class MaildirDestination implements Destination {
       throw this.writeError(err);
     }
     try {
-      await fsyncPath(path.join(this.dir, 'new'));
+      await this.newSync.sync();
     } catch (err) {
       // Renamed but perhaps not durable: taken back, so that it is fetched again next time.
       await unlink(path.join(this.dir, 'new', nameWithSize(unique, size))).catch(() => undefined);
@@ -130,7 +145,23 @@ export class MaildirDestination implements Destination {
     return size;
   }
 
-  private writeError(err: unknown): DeliveryError {
+  /**
+   * True when new/NAME, or NAME moved to cur/ by a mail reader (NAME:2,FLAGS), is there: a
+   * delivery of an earlier run that ended before it was recorded as done.
+   */
+  async holds(name: string): Promise<boolean> {
+    if (!/^[^/:]+$/.test(name) || name.startsWith('.')) return false;
+    try {
+      await lstat(path.join(this.dir, 'new', name));
+      return true;
+    } catch {
+      // not in new/
+    }
+    const cur = await readdir(path.join(this.dir, 'cur')).catch(() => [] as string[]);
+    return cur.some((n) => n === name || n.startsWith(`${name}:`));
+  }
+
+  writeError(err: unknown): DeliveryError {
     const code = (err as NodeJS.ErrnoException).code;
     const temporary = code === 'ENOSPC' || code === 'EDQUOT' || code === 'EIO' || code === 'EMFILE' || code === 'ENFILE';
     return new DeliveryError(`Cannot write to the Maildir ${this.dir}: ${reason(err)}.`, temporary ? EXIT_TEMPFAIL : 1);

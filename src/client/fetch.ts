@@ -5,7 +5,8 @@ import cliProgress from 'cli-progress';
 import path from 'node:path';
 import type { Session } from './api.js';
 import type { Context } from './context.js';
-import { decryptedMessage, envelopeOf, peekHead, Spool, type Chunks, type Destination } from './deliver.js';
+import { DecryptBatcher } from './batch.js';
+import { decryptedMessage, envelopeOf, MaildirDestination, peekHead, Spool, type Chunks, type Destination } from './deliver.js';
 import { ClientError, DeliveryError, EXIT_TEMPFAIL, printable } from './errors.js';
 import type { Gnupg } from './gnupg.js';
 import type { DeliveredRecord } from './state.js';
@@ -77,6 +78,70 @@ export interface FetchDeps {
   progress: boolean;
 }
 
+/**
+ * Downloads in flight at once into a Maildir. Each is a file of its own in tmp/ until it is
+ * fsynced and renamed, so they cannot interfere; their fsyncs overlap, and the fsync of
+ * new/ after their renames is shared. An MDA gets one message at a time, in list order.
+ */
+export const IN_FLIGHT = 16;
+
+/**
+ * What is delivered but not yet acknowledged, committed in batches: the ids go into the
+ * delivery record (one fsync), then to the server in one acknowledgement. A batch starts as
+ * soon as one delivery ends; deliveries ending meanwhile wait for the next one.
+ */
+class Committer {
+  private pending: Array<{ id: string; size: number; earlier: boolean }> = [];
+  private running: Promise<void> | null = null;
+  failure: { err: unknown } | null = null;
+
+  constructor(
+    private readonly d: FetchDeps,
+    private readonly result: FetchResult,
+    private readonly progressed: (n: number) => void,
+  ) {}
+
+  /** `id` is delivered and durable (earlier: by an earlier run, already in the record). */
+  add(id: string, size: number, earlier: boolean): void {
+    this.pending.push({ id, size, earlier });
+    this.running ??= this.loop().finally(() => {
+      this.running = null;
+    });
+  }
+
+  private async loop(): Promise<void> {
+    while (this.pending.length > 0 && this.failure === null) {
+      const batch = this.pending.splice(0);
+      try {
+        await this.d.record.addMany(batch.filter((b) => !b.earlier).map((b) => b.id));
+        if (process.env.KZYMY_CLIENT_CRASH_AFTER_DELIVERY === '1') {
+          // FAULT INJECTION for tests only: die hard after delivery and before acknowledgement,
+          // the window the delivery record exists for.
+          process.kill(process.pid, 'SIGKILL');
+        }
+        await this.d.session.acknowledgeMany(batch.map((b) => b.id));
+      } catch (err) {
+        this.failure = { err };
+        return;
+      }
+      for (const b of batch) {
+        if (b.earlier) this.result.acknowledgedOnly++;
+        else {
+          this.result.delivered++;
+          this.result.bytes += b.size;
+        }
+      }
+      this.progressed(batch.length);
+    }
+  }
+
+  /** Resolves once everything added is committed; throws what stopped the commits. */
+  async flush(): Promise<void> {
+    while (this.running) await this.running;
+    if (this.failure) throw this.failure.err;
+  }
+}
+
 export async function fetchOnce(d: FetchDeps): Promise<FetchResult> {
   const list = await d.session.messages();
   await d.record.retainOnly(new Set(list.map((m) => m.id)));
@@ -88,44 +153,90 @@ export async function fetchOnce(d: FetchDeps): Promise<FetchResult> {
       )
     : null;
   bar?.start(list.length, 0);
-  try {
-    for (const [i, m] of list.entries()) {
-      if (d.stopper.stopped) break;
-      if (await d.record.has(m.id)) {
-        // Delivered by an earlier run that ended before the server heard of it.
-        await d.session.acknowledge(m.id);
-        result.acknowledgedOnly++;
-        bar?.update(i + 1);
-        continue;
-      }
-      const file = await d.session.download(m.id, m.size);
-      if (file === null) continue; // acknowledged meanwhile (another client)
+  let progress = 0;
+  const progressed = (n: number): void => {
+    progress += n;
+    bar?.update(progress);
+  };
+  const committer = new Committer(d, result, progressed);
+  /** The first error that ends the run (a broken connection, a full disk, a hostile server). */
+  let fatal: { err: unknown } | null = null;
+  let gone = 0;
+  let next = 0;
+  // --decrypt into a Maildir: one gpg for many messages (see DecryptBatcher).
+  const batcher = d.decrypt && d.destination instanceof MaildirDestination ? new DecryptBatcher(d.gpg, d.destination, d.crlf) : null;
+  const settling: Array<Promise<void>> = [];
+  const failed = (err: unknown): void => {
+    if (err instanceof DeliveryError && err.exitCode !== EXIT_TEMPFAIL) {
+      result.failures.push(err);
+      progressed(1);
+    } else fatal ??= { err };
+  };
+  /** The intent line a Maildir delivery writes before its rename (see DeliveredRecord). */
+  const intend = (id: string) => (name: string) => d.record.intend(id, name);
+  const worker = async (): Promise<void> => {
+    while (!d.stopper.stopped && fatal === null && committer.failure === null && next < list.length) {
+      const m = list[next++]!;
       try {
-        await deliverOne(d, m.id, file.chunks);
-      } catch (err) {
-        if (!(err instanceof DeliveryError)) throw err;
-        if (err.exitCode === EXIT_TEMPFAIL) {
-          const rest = list.length - i;
-          throw new DeliveryError(
-            `${err.message.replace(/\.$/, '')}; ${rest === 1 ? 'the message stays' : `this message and ${rest - 1} more stay`} on the server for the next run.`,
-            EXIT_TEMPFAIL,
-          );
+        if (await d.record.has(m.id)) {
+          // Delivered by an earlier run that ended before the server heard of it.
+          committer.add(m.id, 0, true);
+          continue;
         }
-        result.failures.push(err);
-        bar?.update(i + 1);
-        continue;
+        const name = await d.record.intended(m.id);
+        if (name !== undefined && d.destination instanceof MaildirDestination && (await d.destination.holds(name))) {
+          // Renamed into the Maildir by an earlier run that ended before recording it done.
+          committer.add(m.id, 0, true);
+          continue;
+        }
+        await batcher?.room();
+        const file = await d.session.download(m.id, m.size);
+        if (file === null) {
+          gone++; // acknowledged meanwhile (another client)
+          continue;
+        }
+        if (batcher) {
+          // Queued for the next gpg; the worker goes on downloading meanwhile.
+          const { delivered } = await batcher.submit(m.id, file.chunks, intend(m.id));
+          settling.push(delivered.then(() => committer.add(m.id, file.size, false), failed));
+          continue;
+        }
+        await deliverOne(d, m.id, file.chunks, intend(m.id));
+        committer.add(m.id, file.size, false);
+      } catch (err) {
+        failed(err);
+        if (fatal) return;
       }
-      await d.record.add(m.id);
-      if (process.env.KZYMY_CLIENT_CRASH_AFTER_DELIVERY === '1') {
-        // FAULT INJECTION for tests only: die hard after delivery and before acknowledgement,
-        // the window the delivery record exists for.
-        process.kill(process.pid, 'SIGKILL');
-      }
-      await d.session.acknowledge(m.id);
-      result.delivered++;
-      result.bytes += file.size;
-      bar?.update(i + 1);
     }
+  };
+  try {
+    const width = d.destination.irrevocable ? 1 : Math.min(IN_FLIGHT, Math.max(1, list.length));
+    // Every worker ends (its download settled) before anything is thrown: what was
+    // delivered is still committed, and nothing is acknowledged that is not durable.
+    try {
+      await Promise.all(Array.from({ length: width }, worker));
+      await Promise.all(settling);
+    } finally {
+      await batcher?.close();
+    }
+    let commitError: unknown = null;
+    try {
+      await committer.flush();
+    } catch (err) {
+      commitError = err;
+    }
+    if (fatal) {
+      const err = (fatal as { err: unknown }).err;
+      if (err instanceof DeliveryError && err.exitCode === EXIT_TEMPFAIL) {
+        const rest = list.length - result.delivered - result.acknowledgedOnly - result.failures.length - gone;
+        throw new DeliveryError(
+          `${err.message.replace(/\.$/, '')}; ${rest <= 1 ? 'the message stays' : `this message and ${rest - 1} more stay`} on the server for the next run.`,
+          EXIT_TEMPFAIL,
+        );
+      }
+      throw err;
+    }
+    if (commitError) throw commitError;
   } finally {
     bar?.stop();
   }
@@ -138,19 +249,19 @@ export async function fetchOnce(d: FetchDeps): Promise<FetchResult> {
  * stream as it arrives (an incomplete one never leaves tmp/); an MDA only a download that
  * arrived complete, spooled first (see MdaDestination).
  */
-async function deliverOne(d: FetchDeps, id: string, download: Chunks): Promise<void> {
+async function deliverOne(d: FetchDeps, id: string, download: Chunks, beforeRename: (name: string) => Promise<void>): Promise<void> {
   const spool = d.destination.irrevocable ? await Spool.fill(d.spoolDir, download) : null;
   try {
     const file = spool ? spool.chunks() : download;
     if (!d.decrypt) {
-      await d.destination.deliver(file, { id });
+      await d.destination.deliver(file, { id, beforeRename });
       return;
     }
     // SENDER and RECIPIENT for an MDA come from the top of the decrypted header.
     const { head, message } = await peekHead(decryptedMessage(d.gpg, file, id, d.crlf));
     const env = envelopeOf(head);
     head.fill(0);
-    await d.destination.deliver(message, { id, ...env });
+    await d.destination.deliver(message, { id, ...env, beforeRename });
   } finally {
     await spool?.close();
   }

@@ -198,6 +198,52 @@ export class Gnupg {
     }
   }
 
+  /**
+   * Decrypts several files with one gpg (`--decrypt-files`): gpg writes the plaintext of
+   * FILE.gpg to FILE beside it. Per file (in order), null when it decrypted (exit status
+   * aside, the file's own status block holds DECRYPTION_OKAY and no failure), else
+   * decrypt()'s sentence, `what(i)` naming it. gpg goes on after a file that fails; what it
+   * wrote for that one must be treated as void. Rejects only when gpg cannot run.
+   */
+  async decryptFiles(files: readonly string[], what: (i: number) => string): Promise<Array<ClientError | null>> {
+    for (const f of files) if (!f.endsWith('.gpg')) throw new Error(`decryptFiles: ${f} does not end in .gpg`);
+    const { argv, env } = this.command(['--yes', '--decrypt-files', '--', ...files]);
+    const blocks: string[] = files.map(() => '');
+    const index = new Map(files.map((f, i) => [f, i]));
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn('gpg', argv, { stdio: ['ignore', 'ignore', 'pipe'], env });
+      let current = -1;
+      let rest = '';
+      const line = (l: string): void => {
+        const start = /^\[GNUPG:\] FILE_START \d+ (.*)$/.exec(l);
+        if (start) {
+          current = index.get(start[1]!) ?? -1;
+          return;
+        }
+        if (/^\[GNUPG:\] FILE_DONE/.test(l)) {
+          current = -1;
+          return;
+        }
+        // Status lines of one file are few; a hostile message could make gpg say a lot.
+        if (current >= 0 && blocks[current]!.length < STATUS_KEEP) blocks[current] += l + '\n';
+      };
+      child.stderr.setEncoding('utf8');
+      child.stderr.on('data', (t: string) => {
+        const lines = (rest + t).split('\n');
+        rest = lines.pop()!.slice(-STATUS_KEEP);
+        for (const l of lines) line(l);
+      });
+      child.once('error', (e: NodeJS.ErrnoException) => reject(spawnError(e)));
+      child.once('close', () => {
+        if (rest) line(rest);
+        resolve();
+      });
+    });
+    return blocks.map((b, i) =>
+      DECRYPTION_OKAY.test(b) && !/\[GNUPG:\] (DECRYPTION_FAILED|BADMDC)/.test(b) ? null : this.decryptFailure(b, what(i)),
+    );
+  }
+
   /** decrypt()'s sentence for gpg's status lines of a failed decryption. */
   private decryptFailure(stderr: string, what: string): ClientError {
     const pkFailed = /\[GNUPG:\] ERROR pkdecrypt_failed/.test(stderr);

@@ -111,69 +111,133 @@ export class ProfileStore {
  * Ids delivered locally, one per line, appended and fsynced before the server is asked to
  * delete the message. An id found here on a later run is acknowledged without delivering
  * it again. Ids the server no longer lists are dropped (ids are never reused).
+ *
+ * For a Maildir, a line `? ID NAME` is written (and fsynced) before the message's file is
+ * renamed into new/NAME: a run killed between that rename and the line `ID` leaves the
+ * next run a name to look for, so that it acknowledges a message already in the Maildir
+ * instead of delivering it twice. Appends from deliveries in flight share one fsync.
  */
 export class DeliveredRecord {
   private ids: Set<string> | null = null;
+  private intents = new Map<string, string>();
+  private queue: Array<{ line: string; done: (err: unknown) => void }> = [];
+  private writing: Promise<void> | null = null;
 
   constructor(readonly file: string) {}
 
   async load(): Promise<Set<string>> {
     if (this.ids) return this.ids;
+    const ids = new Set<string>();
     try {
       const text = await readFile(this.file, 'utf8');
       // A torn last line (crash mid-append) lacks its newline: it was never fsynced as done.
       const lines = text.split('\n');
       lines.pop();
-      this.ids = new Set(lines.filter((l) => l.length > 0));
+      for (const l of lines) {
+        const intent = /^\? (\S+) (\S+)$/.exec(l);
+        if (intent) this.intents.set(intent[1]!, intent[2]!);
+        else if (l.length > 0) ids.add(l);
+      }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
         throw new ClientError(`Cannot read the delivery record ${this.file}: ${errnoPhrase(err) ?? String(err)}.`);
       }
-      this.ids = new Set();
     }
-    return this.ids;
+    this.ids = ids;
+    return ids;
   }
 
   async has(id: string): Promise<boolean> {
     return (await this.load()).has(id);
   }
 
-  /** Appends `id` and fsyncs; resolves once the record is durable. */
-  async add(id: string): Promise<void> {
-    const ids = await this.load();
-    try {
-      await mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
-      const fh = await open(this.file, 'a', 0o600);
-      let created = false;
-      try {
-        created = (await fh.stat()).size === 0;
-        await fh.appendFile(id + '\n');
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      if (created) await fsyncPath(path.dirname(this.file));
-    } catch (err) {
-      throw new ClientError(
-        `Cannot write the delivery record ${this.file} (${errnoPhrase(err) ?? String(err)}); the message was delivered but stays on the server.`,
-      );
-    }
-    ids.add(id);
+  /** The Maildir name an earlier run was about to give `id` (see the class comment), if any. */
+  async intended(id: string): Promise<string | undefined> {
+    await this.load();
+    return this.intents.get(id);
   }
 
-  /** Keeps only the ids the server still lists. */
+  /** Appends LINES and fsyncs, sharing the write with every append queued meanwhile. */
+  private append(lines: string[]): Promise<void> {
+    const done = Promise.all(
+      lines.map((line) => new Promise<void>((resolve, reject) => this.queue.push({ line, done: (err) => (err ? reject(err) : resolve()) }))),
+    ).then(() => undefined);
+    this.writing ??= this.drain().finally(() => {
+      this.writing = null;
+    });
+    return done;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0);
+      let failure: unknown = null;
+      try {
+        await mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
+        const fh = await open(this.file, 'a', 0o600);
+        let created = false;
+        try {
+          created = (await fh.stat()).size === 0;
+          await fh.appendFile(batch.map((b) => b.line + '\n').join(''));
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        if (created) await fsyncPath(path.dirname(this.file));
+      } catch (err) {
+        failure = err ?? new Error('write failed');
+      }
+      for (const b of batch) b.done(failure);
+    }
+  }
+
+  /** Appends `id` and fsyncs; resolves once the record is durable. */
+  async add(id: string): Promise<void> {
+    return this.addMany([id]);
+  }
+
+  /** add() of several ids with one append and one fsync. */
+  async addMany(list: readonly string[]): Promise<void> {
+    if (list.length === 0) return;
+    const ids = await this.load();
+    try {
+      await this.append([...list]);
+    } catch (err) {
+      throw new ClientError(
+        `Cannot write the delivery record ${this.file} (${errnoPhrase(err) ?? String(err)}); ${list.length === 1 ? 'the message was delivered but stays' : `${list.length} delivered messages stay`} on the server.`,
+      );
+    }
+    for (const id of list) ids.add(id);
+  }
+
+  /** Records that `id` is about to become the Maildir file `name`; resolves once durable. */
+  async intend(id: string, name: string): Promise<void> {
+    await this.load();
+    try {
+      await this.append([`? ${id} ${name}`]);
+    } catch (err) {
+      throw new ClientError(`Cannot write the delivery record ${this.file} (${errnoPhrase(err) ?? String(err)}); the message stays on the server.`);
+    }
+    this.intents.set(id, name);
+  }
+
+  /** Keeps only the ids (and intents) the server still lists. */
   async retainOnly(listed: Set<string>): Promise<void> {
     const ids = await this.load();
     const keep = [...ids].filter((id) => listed.has(id));
-    if (keep.length === ids.size) return;
-    if (keep.length === 0) await unlink(this.file).catch(() => undefined);
-    else await writeDurably(this.file, keep.map((id) => id + '\n').join(''));
+    const intents = [...this.intents].filter(([id]) => listed.has(id) && !ids.has(id));
+    if (keep.length === ids.size && intents.length === this.intents.size) return;
+    const lines = [...intents.map(([id, name]) => `? ${id} ${name}`), ...keep];
+    if (lines.length === 0) await unlink(this.file).catch(() => undefined);
+    else await writeDurably(this.file, lines.map((l) => l + '\n').join(''));
     this.ids = new Set(keep);
+    this.intents = new Map(intents);
   }
 
   async remove(): Promise<void> {
     await unlink(this.file).catch(() => undefined);
     this.ids = new Set();
+    this.intents = new Map();
   }
 }
 

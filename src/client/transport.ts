@@ -48,7 +48,7 @@ export class Transport {
 
   constructor(readonly target: Target) {
     this.agent = target.proxy
-      ? new SocksProxyAgent(target.proxy.href, { timeout: IDLE_TIMEOUT_MS })
+      ? new SocksProxyAgent(target.proxy.href, { timeout: IDLE_TIMEOUT_MS, keepAlive: true })
       : new http.Agent({ keepAlive: true });
   }
 

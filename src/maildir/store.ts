@@ -330,8 +330,9 @@ export class MaildirStore {
   async read(user: string, id: string): Promise<{ info: MessageInfo; stream: Readable }> {
     const dir = this.userDir(user);
     if (!isValidId(id)) throw badId();
-    for (let attempt = 0; attempt < 2; attempt++) {
-      const found = await this.locate(dir, id);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      // Most reads are of a message still in new/ under its listed name: opened at once.
+      const found = attempt === 0 ? { dir: 'new' as const, id } : await this.locate(dir, id);
       if (!found) break;
       let fh: FileHandle;
       try {
@@ -346,7 +347,8 @@ export class MaildirStore {
         if (!st.isFile()) throw notFound();
         const receivedAt = timeFromName(found.id) ?? st.mtimeMs;
         const info = { id: found.id, size: st.size, receivedAt: new Date(Math.floor(receivedAt)) };
-        return { info, stream: fh.createReadStream() };
+        // With its end given, the stream stops at the size instead of reading once more for EOF.
+        return { info, stream: fh.createReadStream(st.size > 0 ? { start: 0, end: st.size - 1 } : {}) };
       } catch (err) {
         await fh.close().catch(() => undefined);
         throw err;
@@ -377,6 +379,42 @@ export class MaildirStore {
       return;
     }
     throw notFound();
+  }
+
+  /**
+   * remove() of several ids with one fsync of each folder touched, after every unlink
+   * (a client acknowledging a batch). Resolves with the ids removed and those not found
+   * (already gone, or never this user's); throws on a bad id before removing anything.
+   */
+  async removeMany(user: string, ids: readonly string[]): Promise<{ removed: string[]; missing: string[] }> {
+    const dir = this.userDir(user);
+    if (!ids.every(isValidId)) throw badId();
+    const removed: string[] = [];
+    const missing: string[] = [];
+    const touched = new Set<MessageDir>();
+    for (const id of ids) {
+      let done = false;
+      for (let attempt = 0; attempt < 2 && !done; attempt++) {
+        const found = await this.locate(dir, id);
+        if (!found) break;
+        const file = path.join(dir, found.dir, found.id);
+        const size = sizeFromName(found.id);
+        const time = timeFromName(found.id);
+        const st = size === null || time === null ? await ignoreMissing(lstat(file)) : undefined;
+        try {
+          await unlink(file);
+        } catch (err) {
+          if (errno(err) === 'ENOENT') continue;
+          throw err;
+        }
+        touched.add(found.dir);
+        this.noteRemoved(user, found.id, size ?? st?.size ?? 0, time ?? st?.mtimeMs ?? 0);
+        done = true;
+      }
+      (done ? removed : missing).push(id);
+    }
+    await Promise.all([...touched].map((sub) => this.syncer(path.join(dir, sub)).sync()));
+    return { removed, missing };
   }
 
   /**

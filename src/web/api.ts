@@ -12,6 +12,9 @@ import { readJson } from './body.js';
 import { limit, tooMany, tryAgainIn } from './ratelimit.js';
 import { challengeServer, checkKey, confirmSignup, findSignup, REGISTERED, startSignup } from './signup.js';
 
+/** Most ids one POST /messages/acknowledge may name (the request stays under the JSON limit). */
+export const MAX_ACK_IDS = 500;
+
 function auth(ctx: Context): AuthState {
   return ctx.state.auth as AuthState;
 }
@@ -165,6 +168,21 @@ export function apiRouter(web: Web): Router {
     await maildir.remove(auth(ctx).user.username, id).catch(maildirError);
     logger.info({ evt: 'acknowledged' }, 'pickup');
     ctx.body = { deleted: id };
+  });
+
+  // Acknowledges several messages at once: one request and one fsync for a batch.
+  router.post('/messages/acknowledge', authed, async (ctx) => {
+    const body = await json(ctx);
+    const ids = body.ids;
+    if (!Array.isArray(ids) || ids.length === 0 || ids.length > MAX_ACK_IDS || !ids.every((id) => typeof id === 'string')) {
+      throw new WebError(400, 'bad-request', `Send {"ids": [...]} with 1 to ${MAX_ACK_IDS} message ids.`);
+    }
+    if (!ids.every((id) => MaildirStore.isValidId(id))) {
+      throw new WebError(400, 'bad-id', 'A message id is not valid: use ids exactly as the message list gave them; nothing was deleted.');
+    }
+    const r = await maildir.removeMany(auth(ctx).user.username, ids).catch(maildirError);
+    if (r.removed.length > 0) logger.info({ evt: 'acknowledged', count: r.removed.length }, 'pickup');
+    ctx.body = { deleted: r.removed, missing: r.missing };
   });
 
   // An id with a raw '/' never names a message.

@@ -37,7 +37,12 @@ interface TestServer {
   url: string;
   messages: Map<string, Served>;
   requests: Array<{ method: string; path: string }>;
+  /** The ids the client acknowledged (DELETE, or POST /messages/acknowledge), in order. */
   deletes(): string[];
+  /** True: the server also takes POST /messages/acknowledge (else a 404 as from an older server). */
+  batch: boolean;
+  /** The id lists of each POST /messages/acknowledge. */
+  batches: string[][];
   /** sha256 and size of the bytes sent for each completed GET, by id. */
   sent: Map<string, { sha256: string; size: number }>;
   close(): Promise<void>;
@@ -53,12 +58,29 @@ async function startServer(key: TestKey): Promise<TestServer> {
   const messages = new Map<string, Served>();
   const requests: TestServer['requests'] = [];
   const sent: TestServer['sent'] = new Map();
+  const body = new WeakMap<http.IncomingMessage, string>();
   const server = http.createServer((req, res) => {
-    req.resume();
-    req.on('end', () => void route(req, res));
+    let text = '';
+    req.setEncoding('utf8');
+    req.on('data', (t: string) => (text += t));
+    req.on('end', () => {
+      body.set(req, text);
+      void route(req, res);
+    });
   });
+  const acked: string[] = [];
   async function route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const p = req.url ?? '';
+    if (req.method === 'POST' && p === '/api/v1/messages/acknowledge' && self.batch) {
+      requests.push({ method: 'POST', path: p });
+      const ids = (JSON.parse(body.get(req) ?? '{}') as { ids: string[] }).ids;
+      self.batches.push(ids);
+      for (const id of ids) {
+        messages.delete(id);
+        acked.push(id);
+      }
+      return send(res, 200, { deleted: ids, missing: [] });
+    }
     requests.push({ method: req.method ?? '', path: p });
     const soon = new Date(Date.now() + 300_000).toISOString();
     const m = /^\/api\/v1\/messages\/([^/]+)$/.exec(p);
@@ -73,6 +95,7 @@ async function startServer(key: TestKey): Promise<TestServer> {
     }
     if (m && req.method === 'DELETE') {
       messages.delete(decodeURIComponent(m[1]!));
+      acked.push(decodeURIComponent(m[1]!));
       return send(res, 200, { deleted: m[1] });
     }
     if (m && req.method === 'GET') {
@@ -116,18 +139,21 @@ async function startServer(key: TestKey): Promise<TestServer> {
   }
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
-  return {
+  const self: TestServer = {
     url: `http://127.0.0.1:${port}`,
     messages,
     requests,
     sent,
-    deletes: () => requests.filter((r) => r.method === 'DELETE').map((r) => decodeURIComponent(r.path.split('/').pop()!)),
+    batch: false,
+    batches: [],
+    deletes: () => [...acked],
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
       }),
   };
+  return self;
 }
 
 /** `total` bytes made of a random 1 MiB block with a counter in front of each copy (no two MiB alike). */
@@ -248,6 +274,34 @@ describe('kzymy-client fetch streams each message (memory bounded, all or nothin
     expect(r.stderr).to.match(/^kzymy-client: The connection to http:\/\/127\.0\.0\.1:\d+ broke( during a transfer)?; try again later\.\n$/);
     expectNoStack(r);
     await expectNothingDelivered();
+  });
+
+  it('a connection cut with several downloads in flight: only messages fsynced in new/ are acknowledged, in batches; the rest stay (exit 75)', async function () {
+    srv.batch = true;
+    const size = MiB;
+    for (let i = 0; i < 12; i++) srv.messages.set(`many.${i}`, { listed: size, body: generated(size), ...(i === 5 ? { cutAfter: size / 2 } : {}) });
+    const r = await fetch(['--maildir', maildir]);
+    expect(r.code, r.stderr).to.equal(75);
+    expect(r.stderr).to.match(/broke( during a transfer)?; try again later\.\n$/);
+    expectNoStack(r);
+    const acked = srv.deletes();
+    expect(acked).not.to.include('many.5');
+    expect(srv.requests.filter((q) => q.method === 'DELETE'), 'no DELETE: batches only').to.deep.equal([]);
+    expect(srv.batches.flat()).to.deep.equal(acked);
+    // Every acknowledged message is in new/, complete (the bytes sent); nothing else is.
+    const names = await list(path.join(maildir, 'new'));
+    expect(names).to.have.length(acked.length);
+    const sums = await Promise.all(names.map((n) => sha256File(path.join(maildir, 'new', n))));
+    expect(sums.sort()).to.deep.equal(acked.map((id) => srv.sent.get(id)!.sha256).sort());
+    expect(await list(path.join(maildir, 'tmp')), 'tmp/').to.deep.equal([]);
+    // What was not acknowledged is still waiting, and the next run takes it once.
+    expect([...srv.messages.keys()].sort()).to.deep.equal(Array.from({ length: 12 }, (_, i) => `many.${i}`).filter((id) => !acked.includes(id)).sort());
+    srv.messages.get('many.5')!.cutAfter = undefined;
+    const again = await fetch(['--maildir', maildir, '--quiet']);
+    expect(again.code, again.stderr).to.equal(0);
+    expect(srv.messages.size).to.equal(0);
+    expect(await list(path.join(maildir, 'new'))).to.have.length(12);
+    expect(new Set(srv.deletes()).size, 'each acknowledged once').to.equal(12);
   });
 
   it('an MDA never sees a transfer cut midway: it is not run, nothing is acknowledged, no spool stays', async function () {
@@ -378,6 +432,30 @@ describe('kzymy-client fetch streams each message (memory bounded, all or nothin
       expect(r.stderr).to.match(/^kzymy-client: 1 message could not be delivered and stays on the server: gpg could not decrypt message bad\.1( \([^\n]*\))?\.\n$/);
       expectNoStack(r);
       await expectNothingDelivered();
+    });
+
+    it('a message that fails to decrypt amid a batch stays on the server and is reported; the others are delivered', async function () {
+      srv.batch = true;
+      const good = await Promise.all([0, 1, 2, 3, 4, 5].map(() => pgpMime(20_000)));
+      const { file } = await pgpMime(20_000);
+      const bad = damaged(file);
+      const garbage = Buffer.from('Content-Type: text/plain\r\n\r\nnot encrypted at all\r\n');
+      good.slice(0, 3).forEach((g, i) => srv.messages.set(`ok.${i}`, { listed: g.file.length, body: fixed(g.file) }));
+      srv.messages.set('bad.3', { listed: bad.length, body: fixed(bad) });
+      srv.messages.set('plain.4', { listed: garbage.length, body: fixed(garbage) });
+      good.slice(3).forEach((g, i) => srv.messages.set(`ok.${i + 3}`, { listed: g.file.length, body: fixed(g.file) }));
+      const r = await fetch(['--maildir', maildir, '--decrypt']);
+      expect(r.code, r.stderr).to.equal(1);
+      expect(r.stderr).to.match(/^kzymy-client: 2 messages could not be delivered and stay on the server: (gpg could not decrypt message bad\.3|Message plain\.4 is not a PGP\/MIME message)/);
+      expectNoStack(r);
+      expect([...srv.messages.keys()].sort()).to.deep.equal(['bad.3', 'plain.4']);
+      expect(srv.deletes().sort()).to.deep.equal(['ok.0', 'ok.1', 'ok.2', 'ok.3', 'ok.4', 'ok.5']);
+      const got = await Promise.all((await list(path.join(maildir, 'new'))).map((n) => readFile(path.join(maildir, 'new', n))));
+      expect(got).to.have.length(6);
+      // The six good ones carry the same message: each delivered once, byte for byte.
+      for (const b of got) expect(b.equals(lf(good[0]!.original)), 'exact').to.equal(true);
+      // The private folder of the batch (ciphertexts, gpg's plaintexts) is gone.
+      expect(await list(path.join(maildir, 'tmp')), 'tmp/').to.deep.equal([]);
     });
 
     it('an MDA fed a damaged ciphertext is killed before the end of its input and does not count', async function () {

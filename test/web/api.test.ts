@@ -410,6 +410,44 @@ describe('web: /api/v1', function () {
       expect((await api(s, 'GET', `/api/v1/messages/${encodeURIComponent(id)}`, undefined, tokenA)).status).to.equal(404);
     });
 
+    it("acknowledges a batch: deletes only the caller's own messages; another user's id or an unknown one is only reported missing", async () => {
+      const mine = [await deliverMail(s, userA, 'BATCH-1'), await deliverMail(s, userA, 'BATCH-2')];
+      const idB = await deliverMail(s, userB, 'BATCH-FOR-B');
+      const unknown = '1700000000.M1P1Q1.nowhere,S=10';
+      const r = await api(s, 'POST', '/api/v1/messages/acknowledge', { ids: [mine[0], idB, unknown, mine[1], mine[0]] }, tokenA);
+      expect(r.status, JSON.stringify(r.json)).to.equal(200);
+      expect(r.json.deleted).to.deep.equal(mine);
+      expect(r.json.missing).to.deep.equal([idB, unknown, mine[0]]);
+      for (const id of mine) expect(await exists(path.join(s.config.maildirRoot, userA, 'new', id))).to.equal(false);
+      expect(await exists(path.join(s.config.maildirRoot, userB, 'new', idB)), "B's message stays").to.equal(true);
+      const listB = await api(s, 'GET', '/api/v1/messages', undefined, tokenB);
+      expect((listB.json.messages as Array<{ id: string }>).map((m) => m.id)).to.include(idB);
+    });
+
+    it('refuses a whole batch that names a bad id (a path, "..") or is not a list of 1 to 500 ids; nothing is deleted', async () => {
+      const id = await deliverMail(s, userA, 'BATCH-KEPT');
+      const before = await filesUnder(s.config.maildirRoot);
+      const bad: Array<[unknown, string]> = [
+        [{ ids: [id, `../${userB}/new/x`] }, 'bad-id'],
+        [{ ids: [id, '..'] }, 'bad-id'],
+        [{ ids: [id, 'a/b'] }, 'bad-id'],
+        [{ ids: [id, 'a\u0000b'] }, 'bad-id'],
+        [{ ids: [] }, 'bad-request'],
+        [{ ids: id }, 'bad-request'],
+        [{ ids: [id, 7] }, 'bad-request'],
+        [{ ids: Array.from({ length: 501 }, () => id) }, 'bad-request'],
+        [{}, 'bad-request'],
+      ];
+      for (const [body, code] of bad) {
+        const r = await api(s, 'POST', '/api/v1/messages/acknowledge', body, tokenA);
+        expect(r.status, JSON.stringify(body).slice(0, 80)).to.equal(400);
+        expect(errCode(r.json)).to.equal(code);
+      }
+      expect((await api(s, 'POST', '/api/v1/messages/acknowledge', { ids: [id] })).status, 'no token').to.equal(401);
+      expect(await filesUnder(s.config.maildirRoot)).to.deep.equal(before);
+      expect((await api(s, 'POST', '/api/v1/messages/acknowledge', { ids: [id] }, tokenA)).json.deleted).to.deep.equal([id]);
+    });
+
     it('answers 400 to ids with "/", "..", NUL or odd characters', async () => {
       const before = await filesUnder(s.config.maildirRoot);
       const bad = [
