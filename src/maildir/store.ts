@@ -4,7 +4,7 @@
 //
 // deliver() writes tmp/NAME (O_EXCL, 0600), fsyncs it, renames it to new/NAME,S=SIZE
 // and fsyncs new/; it resolves only then, so the SMTP layer may answer 250 (promise 4).
-import { constants as fsc, type Dirent } from 'node:fs';
+import { constants as fsc, readFileSync, type Dirent } from 'node:fs';
 import { chmod, lstat, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -115,6 +115,24 @@ async function ignoreMissing<T>(p: Promise<T>): Promise<T | undefined> {
 /** readdir with file types; a missing folder reads as empty. */
 async function readdirOrEmpty(dir: string): Promise<Dirent[]> {
   return (await ignoreMissing(readdir(dir, { withFileTypes: true }))) ?? [];
+}
+
+let ownerBitsKept: boolean | null = null;
+/**
+ * True when this process's umask leaves the owner's read and write bits alone, so that a file
+ * opened with FILE_MODE (0600) gets exactly that mode and needs no chmod (one system call less
+ * a message). Read once from /proc/self/status; where that is unreadable, chmod as before.
+ */
+function umaskKeepsOwnerBits(): boolean {
+  if (ownerBitsKept === null) {
+    try {
+      const m = /^Umask:\s+([0-7]+)/m.exec(readFileSync('/proc/self/status', 'utf8'));
+      ownerBitsKept = m !== null && (parseInt(m[1]!, 8) & 0o600) === 0;
+    } catch {
+      ownerBitsKept = false;
+    }
+  }
+  return ownerBitsKept;
 }
 
 /** mkdir with an explicit chmod (mkdir's mode is cut by the umask); true if created. */
@@ -270,7 +288,7 @@ export class MaildirStore {
     let closed = false;
     let newPath: string | null = null;
     try {
-      await fh.chmod(FILE_MODE); // explicit: open()'s mode is cut by the umask
+      if (!umaskKeepsOwnerBits()) await fh.chmod(FILE_MODE); // open()'s mode was cut by the umask
       let size: number;
       if (content instanceof Uint8Array) {
         signal?.throwIfAborted();

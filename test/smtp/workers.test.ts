@@ -215,20 +215,15 @@ describe('SMTP on several worker processes (real server, real sockets)', functio
       const sixth = new Session(srv.smtpPort, '127.0.0.3');
       expect(await sixth.next()).to.match(/^421 4\.7\.0 .*Too many connected clients/);
       sixth.close();
-      // Closed connections give their slots back.
+      // Closed connections give their slots back (the workers report closes a moment later).
       for (const s of open.splice(0)) s.close();
-      await until('the slots are free again', async () => {
-        const s = new Session(srv.smtpPort);
-        const greeting = await s.next();
-        s.close();
-        return greeting.startsWith('220');
+      await until('three from one address get in again', async () => {
+        const three = [0, 1, 2].map(() => new Session(srv.smtpPort));
+        const greetings = await Promise.all(three.map((s) => s.next()));
+        for (const s of three) s.close();
+        if (!greetings.every((g) => g.startsWith('220'))) await new Promise((r) => setTimeout(r, 200));
+        return greetings.every((g) => g.startsWith('220'));
       });
-      const again = await Promise.all([0, 1, 2].map(async () => {
-        const s = new Session(srv.smtpPort);
-        open.push(s);
-        return s.next();
-      }));
-      expect(again.every((g) => g.startsWith('220'))).to.equal(true);
       expect(srv.output()).not.to.match(/127\.0\.0\.[23]/);
     } finally {
       for (const s of open) s.close();
