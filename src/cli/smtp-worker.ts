@@ -42,6 +42,8 @@ const channel: Channel = new Channel(
     },
     socket: (m, socket) => {
       const { cid } = m as { cid: number };
+      // The client left before its socket reached this process: its slot is free again.
+      if (!socket) return channel.notify({ t: 'closed', cid } satisfies FromWorker);
       if (worker) worker.accept(cid, socket);
       else early.push({ cid, socket });
     },

@@ -39,7 +39,7 @@ export interface SmtpConfig {
   /** Pause before the 220 greeting to catch early talkers (smtp-server's is 100 ms). */
   greetingDelayMs: number;
   /**
-   * SMTP worker processes ("auto" in the file or environment: one per core). With more than
+   * SMTP worker processes (default 1; "auto" in the file or environment: one per core). With more than
    * one, the server process accepts connections and hands each to a worker; quota, disk floor
    * and connection limits are still counted for the whole server. 1 = one process, as before.
    */
@@ -165,9 +165,14 @@ function postgresUrl(url: string): boolean {
 /** More SMTP workers than this buys nothing on any machine kzymy is meant for. */
 const MAX_WORKERS = 64;
 
-/** "auto" (or unset): one worker per core the process may use. */
+/**
+ * Unset: 1 (SMTP in the server process), what measured fastest so far: on the benchmark
+ * machine two workers stored 0.7-0.8x of what one process stored (docs/benchmarks.md).
+ * "auto": one worker per core the process may use.
+ */
 function workerCount(v: unknown, bad: (v: unknown) => void): number {
-  if (v === undefined || v === 'auto' || v === '') return Math.min(MAX_WORKERS, Math.max(1, os.availableParallelism()));
+  if (v === undefined || v === '') return 1;
+  if (v === 'auto') return Math.min(MAX_WORKERS, Math.max(1, os.availableParallelism()));
   const n = typeof v === 'string' ? Number(v) : v;
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_WORKERS) {
     bad(v);

@@ -33,8 +33,8 @@ export interface Handlers {
   /** Answers a request; a thrown error is sent back as a WireError. */
   request?(message: unknown): unknown;
   notice?(message: unknown): void;
-  /** A message that came with a socket. */
-  socket?(message: unknown, socket: Socket): void;
+  /** A message that came with a socket; null when the socket was gone before it could travel. */
+  socket?(message: unknown, socket: Socket | null): void;
 }
 
 /** How long a notice may wait for others to travel with it. */
@@ -89,12 +89,15 @@ export class Channel {
    * sent. False only when the channel is closed: send()'s own false means "queued behind others"
    * (each socket waits for the other side's acknowledgement before the next one goes).
    */
-  sendSocket(m: unknown, socket: Socket): boolean {
+  sendSocket(m: unknown, socket: Socket, failed?: () => void, done?: () => void): boolean {
     if (this.closed) return false;
     this.flush();
     try {
       this.port.send({ k: 'sock', m }, socket, { keepOpen: false }, (err) => {
-        if (err) socket.destroy();
+        done?.();
+        if (!err) return;
+        socket.destroy();
+        failed?.();
       });
     } catch {
       return false;
@@ -118,7 +121,7 @@ export class Channel {
    */
   private queue(p: Packet): void {
     this.outbox.push(p);
-    if (p.k === 'note') {
+    if (p.k === 'note' && !(p.m as { t?: string } | null)?.t?.startsWith('closed')) {
       if (!this.flushing && !this.timer) {
         this.timer = setTimeout(() => this.flush(), NOTICE_DELAY_MS);
         this.timer.unref();
@@ -157,7 +160,8 @@ export class Channel {
       return;
     }
     const m = message as { k?: string; m?: unknown };
-    if (m && m.k === 'sock' && handle) this.handlers.socket?.(m.m, handle as Socket);
+    // A socket the client closed before it could be passed arrives as the message alone.
+    if (m && m.k === 'sock') this.handlers.socket?.(m.m, (handle as Socket | undefined) ?? null);
   }
 
   private one(p: Packet): void {

@@ -66,6 +66,8 @@ class Slot {
   pid = 0;
   /** Connections passed to this worker and not closed yet. */
   readonly conns = new Set<number>();
+  /** Sockets handed to the channel and not yet taken by the worker. */
+  readonly inTransit = new Set<Socket>();
   readonly holds = new Map<number, Hold>();
   constructor(readonly index: number) {}
 }
@@ -112,11 +114,17 @@ export async function startSmtpPrimary(deps: PrimaryDeps, count: number, spawn: 
     const cid = nextCid++;
     if (!sources.admit(String(cid), socket.remoteAddress ?? '')) return refuse(socket, reply.tooManyFromAddress(), 'too many connections from one source');
     const slot = pick();
-    if (!slot || !slot.channel?.sendSocket({ t: 'conn', cid }, socket)) {
+    // Not sent after all (the channel broke): the connection is gone, its slot given back.
+    const lost = () => {
+      if (slot?.conns.delete(cid)) sources.release(String(cid));
+    };
+    const sent = () => slot?.inTransit.delete(socket);
+    if (!slot || !slot.channel?.sendSocket({ t: 'conn', cid }, socket, lost, sent)) {
       sources.release(String(cid));
       return refuse(socket, reply.noWorker(), 'no SMTP worker running');
     }
     slot.conns.add(cid);
+    slot.inTransit.add(socket);
   });
   listener.on('error', (err) => logger.warn({ evt: 'smtp-error', err: errorName(err) }));
 
@@ -182,6 +190,9 @@ export async function startSmtpPrimary(deps: PrimaryDeps, count: number, spawn: 
     slot.child = null;
     for (const cid of slot.conns) sources.release(String(cid));
     slot.conns.clear();
+    // Sockets still queued for the dead worker: closed, so that their clients do not wait.
+    for (const s of slot.inTransit) s.destroy();
+    slot.inTransit.clear();
     const users = new Set<string>();
     for (const h of slot.holds.values()) {
       h.abort.abort(new Error('worker gone'));

@@ -231,6 +231,34 @@ describe('SMTP on several worker processes (real server, real sockets)', functio
     }
   });
 
+  it('gives back the slots of clients that vanish before their socket reaches a worker', async function () {
+    const srv = await startServer({ config: { smtp: { workers: 2, maxClientsPerAddress: 3 } } });
+    try {
+      // 300 connections opened and destroyed at once: many are gone before they can be passed on.
+      for (let round = 0; round < 3; round++) {
+        await Promise.all(
+          Array.from({ length: 100 }, () => new Promise<void>((resolve) => {
+            const s = net.connect({ port: srv.smtpPort, host: '127.0.0.1' });
+            s.on('error', () => resolve());
+            s.on('connect', () => {
+              s.destroy();
+              resolve();
+            });
+          })),
+        );
+      }
+      await until('three from the address get in', async () => {
+        const three = [0, 1, 2].map(() => new Session(srv.smtpPort));
+        const greetings = await Promise.all(three.map((s) => s.next()));
+        for (const s of three) s.close();
+        if (!greetings.every((g) => g.startsWith('220'))) await new Promise((r) => setTimeout(r, 200));
+        return greetings.every((g) => g.startsWith('220'));
+      });
+    } finally {
+      await srv.cleanup();
+    }
+  });
+
   it('sees registry changes in every worker: a user added by the CLI gets mail on both, a disable holds on both', async function () {
     const srv = await startServer({ config: { smtp: TWO } });
     const sessions: Session[] = [];
