@@ -27,6 +27,7 @@ import {
   cleanups,
   countFiles,
   fmt,
+  intOption,
   loadAverage,
   median,
   now,
@@ -78,13 +79,7 @@ if (opt.help) {
   process.exit(0);
 }
 
-/** A positive integer option, else the default (the quick one under --quick). */
-function intOpt(v: string | undefined, full: number, quick: number): number {
-  if (v === undefined) return opt.quick ? quick : full;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`not a positive integer: ${v}`);
-  return n;
-}
+const intOpt = (v: string | undefined, full: number, quick: number): number => intOption(v, full, quick, Boolean(opt.quick));
 const REPS = intOpt(opt.reps, 3, 1);
 const N = intOpt(opt.messages, 2000, 300);
 const BIG_MIB = intOpt(opt['big-mib'], 50, 8);

@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { gpgDecryptPgpMime } from '../test/helpers/gpg.js';
 import { buildWarning, ROOT, startKzymy, type KzymyInstance } from './lib/kzymy.js';
 import { makeUsers } from './lib/users.js';
-import { cleanupAll, cleanUpOnSignals, cleanups, countFiles, fmt, loadAverage, median, now, run, runOk, sleep, writeReportSection } from './lib/util.js';
+import { cleanupAll, intOption, cleanUpOnSignals, cleanups, countFiles, fmt, loadAverage, median, now, run, runOk, sleep, writeReportSection } from './lib/util.js';
 
 const { values: opt } = parseArgs({
   options: {
@@ -46,12 +46,7 @@ if (opt.help) {
   process.exit(0);
 }
 
-function intOpt(v: string | undefined, full: number, quick: number): number {
-  if (v === undefined) return opt.quick ? quick : full;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`not a positive integer: ${v}`);
-  return n;
-}
+const intOpt = (v: string | undefined, full: number, quick: number): number => intOption(v, full, quick, Boolean(opt.quick));
 const REPS = intOpt(opt.reps, 3, 1);
 const N = intOpt(opt.messages, 2000, 200);
 const OUT = opt['no-write'] || (opt.quick && !opt.out) ? null : path.resolve(opt.out ?? path.join(ROOT, 'docs', 'benchmarks.md'));

@@ -223,3 +223,11 @@ export async function writeReportSection(file: string, section: string, report: 
   } else if (report) doc = (doc ? doc.replace(/\n*$/, '\n\n') : '') + report + '\n';
   await writeFile(file, doc);
 }
+
+/** A positive integer option, else `full` (or `quick` under --quick). */
+export function intOption(v: string | undefined, full: number, quick: number, isQuick: boolean): number {
+  if (v === undefined) return isQuick ? quick : full;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`not a positive integer: ${v}`);
+  return n;
+}

@@ -378,25 +378,10 @@ export class MaildirStore {
   async remove(user: string, id: string): Promise<void> {
     const dir = this.userDir(user);
     if (!isValidId(id)) throw badId();
-    for (let attempt = 0; attempt < 2; attempt++) {
-      const found = await this.locate(dir, id);
-      if (!found) break;
-      const file = path.join(dir, found.dir, found.id);
-      // Size and time are needed for the usage cache when the name does not carry them.
-      const size = sizeFromName(found.id);
-      const time = timeFromName(found.id);
-      const st = size === null || time === null ? await ignoreMissing(lstat(file)) : undefined;
-      try {
-        await unlink(file);
-      } catch (err) {
-        if (errno(err) === 'ENOENT') continue;
-        throw err;
-      }
-      await this.syncer(path.join(dir, found.dir)).sync();
-      this.noteRemoved(user, found.id, size ?? st?.size ?? 0, time ?? st?.mtimeMs ?? 0);
-      return;
-    }
-    throw notFound();
+    const gone = await this.unlinkMessage(dir, id);
+    if (!gone) throw notFound();
+    await this.syncer(path.join(dir, gone.dir)).sync();
+    this.noteRemoved(user, gone.id, gone.size, gone.receivedAt);
   }
 
   /**
@@ -407,32 +392,40 @@ export class MaildirStore {
   async removeMany(user: string, ids: readonly string[]): Promise<{ removed: string[]; missing: string[] }> {
     const dir = this.userDir(user);
     if (!ids.every(isValidId)) throw badId();
-    const removed: string[] = [];
+    const gone: Entry[] = [];
     const missing: string[] = [];
-    const touched = new Set<MessageDir>();
     for (const id of ids) {
-      let done = false;
-      for (let attempt = 0; attempt < 2 && !done; attempt++) {
-        const found = await this.locate(dir, id);
-        if (!found) break;
-        const file = path.join(dir, found.dir, found.id);
-        const size = sizeFromName(found.id);
-        const time = timeFromName(found.id);
-        const st = size === null || time === null ? await ignoreMissing(lstat(file)) : undefined;
-        try {
-          await unlink(file);
-        } catch (err) {
-          if (errno(err) === 'ENOENT') continue;
-          throw err;
-        }
-        touched.add(found.dir);
-        this.noteRemoved(user, found.id, size ?? st?.size ?? 0, time ?? st?.mtimeMs ?? 0);
-        done = true;
-      }
-      (done ? removed : missing).push(id);
+      const e = await this.unlinkMessage(dir, id);
+      if (e) gone.push(e);
+      else missing.push(id);
     }
+    const touched = new Set(gone.map((e) => e.dir));
     await Promise.all([...touched].map((sub) => this.syncer(path.join(dir, sub)).sync()));
-    return { removed, missing };
+    for (const e of gone) this.noteRemoved(user, e.id, e.size, e.receivedAt);
+    return { removed: gone.map((e) => e.id), missing };
+  }
+
+  /**
+   * Unlinks the message `id` from new/ or cur/ (not yet fsynced), or answers null when it is
+   * not there. Size and time come from the name, else from lstat (for the usage cache).
+   */
+  private async unlinkMessage(dir: string, id: string): Promise<Entry | null> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const found = await this.locate(dir, id);
+      if (!found) return null;
+      const file = path.join(dir, found.dir, found.id);
+      const size = sizeFromName(found.id);
+      const time = timeFromName(found.id);
+      const st = size === null || time === null ? await ignoreMissing(lstat(file)) : undefined;
+      try {
+        await unlink(file);
+      } catch (err) {
+        if (errno(err) === 'ENOENT') continue; // moved new/ -> cur/ meanwhile: look again
+        throw err;
+      }
+      return { id: found.id, dir: found.dir, size: size ?? st?.size ?? 0, receivedAt: time ?? st?.mtimeMs ?? 0 };
+    }
+    return null;
   }
 
   /**
