@@ -44,6 +44,8 @@ const channel: Channel = new Channel(
       const { cid } = m as { cid: number };
       // The client left before its socket reached this process: its slot is free again.
       if (!socket) return channel.notify({ t: 'closed', cid } satisfies FromWorker);
+      // The server process closes its copy of the socket once it knows this one has it.
+      channel.notify({ t: 'got', cid } satisfies FromWorker);
       if (worker) worker.accept(cid, socket);
       else early.push({ cid, socket });
     },

@@ -85,19 +85,19 @@ export class Channel {
   }
 
   /**
-   * Sends `m` with a socket (after everything queued before it); the socket is closed here once
-   * sent. False only when the channel is closed: send()'s own false means "queued behind others"
-   * (each socket waits for the other side's acknowledgement before the next one goes).
+   * Sends `m` with a socket (after everything queued before it). This process keeps its own
+   * copy of the socket open (the caller closes it once the other side says it has the socket):
+   * Node does not close a passed socket whose receiver died before acknowledging it, and
+   * that client would wait for ever. `failed` runs when the send fails. False only when the
+   * channel is closed: send()'s own false means "queued behind others" (each socket waits for
+   * the other side's acknowledgement before the next one goes).
    */
-  sendSocket(m: unknown, socket: Socket, failed?: () => void, done?: () => void): boolean {
+  sendSocket(m: unknown, socket: Socket, failed?: () => void): boolean {
     if (this.closed) return false;
     this.flush();
     try {
-      this.port.send({ k: 'sock', m }, socket, { keepOpen: false }, (err) => {
-        done?.();
-        if (!err) return;
-        socket.destroy();
-        failed?.();
+      this.port.send({ k: 'sock', m }, socket, { keepOpen: true }, (err) => {
+        if (err) failed?.();
       });
     } catch {
       return false;

@@ -66,8 +66,8 @@ class Slot {
   pid = 0;
   /** Connections passed to this worker and not closed yet. */
   readonly conns = new Set<number>();
-  /** Sockets handed to the channel and not yet taken by the worker. */
-  readonly inTransit = new Set<Socket>();
+  /** This process's copy of each socket passed to the worker, until the worker has its own. */
+  readonly inTransit = new Map<number, Socket>();
   readonly holds = new Map<number, Hold>();
   constructor(readonly index: number) {}
 }
@@ -116,15 +116,16 @@ export async function startSmtpPrimary(deps: PrimaryDeps, count: number, spawn: 
     const slot = pick();
     // Not sent after all (the channel broke): the connection is gone, its slot given back.
     const lost = () => {
+      slot?.inTransit.delete(cid);
+      socket.destroy();
       if (slot?.conns.delete(cid)) sources.release(String(cid));
     };
-    const sent = () => slot?.inTransit.delete(socket);
-    if (!slot || !slot.channel?.sendSocket({ t: 'conn', cid }, socket, lost, sent)) {
+    if (!slot || !slot.channel?.sendSocket({ t: 'conn', cid }, socket, lost)) {
       sources.release(String(cid));
       return refuse(socket, reply.noWorker(), 'no SMTP worker running');
     }
     slot.conns.add(cid);
-    slot.inTransit.add(socket);
+    slot.inTransit.set(cid, socket);
   });
   listener.on('error', (err) => logger.warn({ evt: 'smtp-error', err: errorName(err) }));
 
@@ -173,7 +174,14 @@ export async function startSmtpPrimary(deps: PrimaryDeps, count: number, spawn: 
         return;
       case 'change':
         return maildir.noteChange(m.change as StoreChange);
+      case 'got':
+        // The worker holds the socket now: this process's copy goes (the connection stays).
+        slot.inTransit.get(m.cid)?.destroy();
+        slot.inTransit.delete(m.cid);
+        return;
       case 'closed':
+        slot.inTransit.get(m.cid)?.destroy();
+        slot.inTransit.delete(m.cid);
         if (slot.conns.delete(m.cid)) sources.release(String(m.cid));
         return;
       case 'ready':
@@ -190,8 +198,8 @@ export async function startSmtpPrimary(deps: PrimaryDeps, count: number, spawn: 
     slot.child = null;
     for (const cid of slot.conns) sources.release(String(cid));
     slot.conns.clear();
-    // Sockets still queued for the dead worker: closed, so that their clients do not wait.
-    for (const s of slot.inTransit) s.destroy();
+    // Sockets passed to the dead worker that it never took: closed, so their clients do not wait.
+    for (const s of slot.inTransit.values()) s.destroy();
     slot.inTransit.clear();
     const users = new Set<string>();
     for (const h of slot.holds.values()) {

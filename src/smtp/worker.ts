@@ -13,7 +13,7 @@ import { reply } from './replies.js';
 export type ToWorker = { t: 'stop' } | { t: 'replies' };
 
 /** Worker -> server process, besides space (remote-space.ts). */
-export type FromWorker = { t: 'ready' } | { t: 'closed'; cid: number } | { t: 'change'; change: import('../maildir/index.js').StoreChange };
+export type FromWorker = { t: 'ready' } | { t: 'got'; cid: number } | { t: 'closed'; cid: number } | { t: 'change'; change: import('../maildir/index.js').StoreChange };
 
 export interface SmtpWorker {
   /** A connection the server process admitted, with its number there. */

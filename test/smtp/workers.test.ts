@@ -320,7 +320,13 @@ describe('SMTP on several worker processes (real server, real sockets)', functio
     const lane = async () => {
       while (next < count) {
         const id = `ACK-${String(next++).padStart(4, '0')}-ID`;
-        const r = await sendRaw(srv.smtpPort, [`load@${user}.${srv.domain}`], rawMessage(id, { bodyBytes }));
+        // A session that hears nothing for a minute was lost between processes (a socket passed
+        // to a worker that died, never closed): fail with that, not with the suite's timeout.
+        let timer: NodeJS.Timeout | undefined;
+        const silent = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`${id}: no reply and no close within 60 s`)), 60_000);
+        });
+        const r = await Promise.race([sendRaw(srv.smtpPort, [`load@${user}.${srv.domain}`], rawMessage(id, { bodyBytes })), silent]).finally(() => clearTimeout(timer));
         if (r.reply.startsWith('250')) {
           acked.add(id);
           onAck(acked.size);
