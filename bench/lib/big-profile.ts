@@ -7,7 +7,9 @@
 // Stages:
 //   raw      AES-256-CFB + SHA-1 over the bytes in 64 KiB chunks (node:crypto)
 //   smtp     smtp-server's DATA path alone (a server whose onData only drains the stream)
-//   parser   smtp-server's DATA parser alone (SMTPStream: dot-unstuffing, the end search), no socket
+//   parser   the DATA parser alone (SMTPStream: dot-unstuffing, the end search), no socket:
+//            smtp-server's own and kzymy's (src/smtp/data-stream.ts) in turn, on the base64
+//            message and on a text message where every third line starts with a dot
 //   spool    src/smtp/spool.ts: write the message, read it back once
 //   openpgp  openpgp.js v6 streaming encryption, format 'binary' and 'armored'
 //   mime     src/pgp/mime.ts encryptStreamToPgpMime (what a copy costs), and the 10 KB buffer path
@@ -23,6 +25,8 @@ import { createMessage, encrypt, readKey, type PublicKey } from 'openpgp';
 import { SMTPServer } from 'smtp-server';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { ENCRYPT_SLICE_BYTES, encryptBufferToPgpMime, encryptStreamToPgpMime, PGP_CONFIG } from '../../src/pgp/index.js';
+import { feedDataStream } from '../../src/smtp/data-stream.js';
+import { originalMethods } from '../../src/smtp/patches.js';
 import { Spool } from '../../src/smtp/spool.js';
 import { gpgDecryptPgpMime, makeGpgKey } from '../../test/helpers/gpg.js';
 import { buildWarning, startKzymy } from './kzymy.js';
@@ -65,10 +69,20 @@ function cpuNow(): number {
 }
 
 /** CPU seconds (user + system, all threads) process `pid` has used, from /proc/PID/stat. */
-async function cpuOf(pid: number): Promise<number> {
+async function cpuOne(pid: number): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+}
+
+/** CPU seconds of process `pid` and its living children (the SMTP workers, gpg), from /proc. */
+async function cpuOf(pid: number): Promise<number> {
+  let total = await cpuOne(pid);
+  for (const task of await readdir(`/proc/${pid}/task`)) {
+    const children = (await readFile(`/proc/${pid}/task/${task}/children`, 'utf8').catch(() => '')).trim();
+    for (const c of children ? children.split(' ') : []) total += await cpuOf(Number(c)).catch(() => 0);
+  }
+  return total;
 }
 
 /**
@@ -134,20 +148,40 @@ async function smtpOnly(msg: Buffer): Promise<number> {
   }
 }
 
-/** smtp-server's DATA parser alone (dot-unstuffing, end search): 64 KiB chunks written straight in. */
-async function parserOnly(msg: Buffer): Promise<number> {
-  const parser = new SMTPStream({}) as unknown as import('node:stream').Writable & { startDataMode(max?: number): import('node:stream').Readable; oncommand: unknown };
+/** A text message of about `mib` MiB, CRLF lines, every third line starting with a dot (sent stuffed). */
+function dottedMessage(mib: number): { wire: Buffer; plain: Buffer } {
+  const lines: string[] = [];
+  for (let n = 0, i = 0; n < mib * MiB; i++) {
+    const l = (i % 3 === 0 ? '.' : '') + 'Lorem ipsum dolor sit amet, consectetur adipiscing elit. Sed do eiusmod.';
+    lines.push(l);
+    n += l.length + 2;
+  }
+  const plain = Buffer.from(lines.join('\r\n') + '\r\n', 'latin1');
+  const wire = Buffer.from(lines.map((l) => (l.startsWith('.') ? '.' + l : l)).join('\r\n') + '\r\n', 'latin1');
+  return { wire, plain };
+}
+
+type Feed = (chunk: Buffer, done: () => void) => void;
+const FEEDS: Record<string, Feed> = {
+  original: originalMethods()['SMTPStream._feedDataStream'] as Feed,
+  kzymy: feedDataStream as unknown as Feed,
+};
+
+/** The DATA parser alone (dot-unstuffing, end search): 64 KiB chunks of `wire` written straight in. */
+async function parserOnly(wire: Buffer, plainLength: number, feed: Feed): Promise<number> {
+  const parser = new SMTPStream({}) as unknown as import('node:stream').Writable & { startDataMode(max?: number): import('node:stream').Readable; oncommand: unknown; _feedDataStream: Feed };
   parser.oncommand = () => undefined;
+  parser._feedDataStream = feed;
   const t0 = now();
   const data = parser.startDataMode(0);
   let n = 0;
   data.on('data', (c: Buffer) => (n += c.length));
   const ended = new Promise<void>((r) => data.once('end', () => r()));
-  for (const c of chunks(Buffer.concat([msg, Buffer.from('.\r\n')]))) {
+  for (const c of chunks(Buffer.concat([wire, Buffer.from('.\r\n')]))) {
     if (!parser.write(c)) await new Promise((r) => parser.once('drain', r));
   }
   await ended;
-  if (n !== msg.length) throw new Error(`parser gave ${n} bytes`);
+  if (n !== plainLength) throw new Error(`parser gave ${n} bytes`);
   return now() - t0;
 }
 
@@ -263,7 +297,12 @@ async function main(): Promise<void> {
     const L = msg.length;
     if (STAGES.has('raw')) await stage('raw AES-256-CFB + SHA-1', msg, L, async () => rawCipher(msg));
     if (STAGES.has('smtp')) await stage('smtp-server DATA alone', msg, L, () => smtpOnly(msg));
-    if (STAGES.has('parser')) await stage('smtp-server parser alone', msg, L, () => parserOnly(msg));
+    if (STAGES.has('parser')) {
+      const dotted = dottedMessage(MIB);
+      for (const [label, wire, plain] of [['base64', msg, L], ['dotted', dotted.wire, dotted.plain.length]] as const) {
+        for (const name of Object.keys(FEEDS)) await stage(`parser ${name} (${label})`, msg, wire.length, () => parserOnly(wire, plain, FEEDS[name]!));
+      }
+    }
     if (STAGES.has('spool')) await stage('spool write + read back', msg, L, () => spoolRoundTrip(msg, base));
     if (STAGES.has('openpgp') || STAGES.has('mime')) {
       const key = await readKey({ armoredKey: (await makeGpgKey('ed25519')).publicArmored });

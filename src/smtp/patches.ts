@@ -1,4 +1,4 @@
-// Three narrow adjustments to smtp-server that its options do not offer. Hand-written
+// Four narrow adjustments to smtp-server that its options do not offer. Hand-written
 // because no option exists. package.json pins the exact smtp-server version they were
 // reviewed against, and at start (and in test/smtp/patches.test.ts) the source of every
 // method they replace or wrap is compared with the reviewed one: another smtp-server
@@ -21,10 +21,16 @@
 //    ConnectionDeadlines (deadlines.ts, which explains the rules): bytes arriving, a
 //    partial line kept, a whole line, the start of DATA; the connection's end stops it.
 //    Active when the server options carry commandTimeoutMs and minDataRate.
+// 4. A faster DATA parser. smtp-server's looks at every byte of a message in a JavaScript
+//    loop and copies every chunk to put the bytes it held back in front; for a large
+//    message it cost more CPU than the encryption. data-stream.ts does the same with
+//    Buffer.indexOf and views of the received chunks, byte for byte the same output,
+//    count and leftover (test/smtp/data-stream.test.ts compares the two on random input).
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
+import { feedDataStream } from './data-stream.js';
 import { ConnectionDeadlines, type ConnectionState, type DeadlineOptions, type ParserState } from './deadlines.js';
 
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
@@ -51,6 +57,9 @@ const REVIEWED: Record<string, readonly string[]> = {
   'SMTPConnection.close': ['4b80aaabd134a732', '8b9a23413167403a'],
   'SMTPStream._write': ['a72635ce53e24b3a'],
   'SMTPStream.startDataMode': ['d007d5db8cb9dad7', '2f010f22ffb8d449'],
+  'SMTPStream._feedDataStream': ['9d8b903f9a3a6354'],
+  'SMTPStream._countDataBytes': ['4b938ebe6c9971eb'],
+  'SMTPStream._endDataMode': ['7de0cf3d06716328'],
 };
 
 /** The installed smtp-server's version, from its package.json. */
@@ -111,6 +120,8 @@ interface ConnectionInternals extends ConnectionState {
 type WriteCallback = (err?: Error | null) => void;
 
 interface ParserInternals extends ParserState {
+  _lastBytes?: Buffer | false;
+  _atDataStart?: boolean;
   _write(chunk: Buffer, encoding: string, next: WriteCallback): void;
   startDataMode(maxBytes?: number): unknown;
 }
@@ -123,7 +134,7 @@ function deadlinesOf(conn: ConnectionInternals): ConnectionDeadlines | undefined
   return (conn.kzymyDeadlines = new ConnectionDeadlines(conn, { commandTimeoutMs, minDataRate, onDeadline }));
 }
 
-/** Fails at start if the command parser no longer has the fields patch 3 reads. */
+/** Fails at start if the command parser no longer has the fields patches 3 and 4 read. */
 function checkParser(): void {
   const stream = new SMTPStream({});
   const probe = stream as unknown as ParserInternals;
@@ -133,6 +144,8 @@ function checkParser(): void {
     typeof probe._dataMode === 'boolean' &&
     typeof probe._remainder === 'string' &&
     typeof probe.dataBytes === 'number' &&
+    probe._lastBytes === false &&
+    typeof probe._atDataStart === 'boolean' &&
     '_dataStream' in probe;
   stream.destroy();
   if (!ok) throw new Error("This version of smtp-server's SMTPStream differs from the one kzymy's deadline patch was written for; the patch needs review.");
@@ -149,6 +162,8 @@ export function applySmtpServerPatches(): void {
   }
   const proto = SMTPConnection.prototype as unknown as ConnectionInternals & Record<string, unknown>;
   checkParser();
+
+  (SMTPStream.prototype as unknown as Record<string, unknown>)._feedDataStream = feedDataStream;
 
   proto.init = function init(this: ConnectionInternals) {
     this._setListeners(() => {
