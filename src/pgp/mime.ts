@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { createMessage, encrypt } from 'openpgp';
+import { seipdV1Session } from './seipd.js';
 import type { PublicKey } from 'openpgp';
 import { PGP_CONFIG } from './keys.js';
 
@@ -294,9 +295,15 @@ function toWebStream(source: AsyncIterable<unknown> | Iterable<unknown>): Readab
   );
 }
 
+async function* packets(first: Uint8Array, rest: AsyncIterable<Buffer>): AsyncGenerator<Uint8Array> {
+  yield first;
+  yield* rest;
+}
+
 /**
  * Large messages: plaintext chunks in -> PGP/MIME file out, chunk by chunk, memory bounded.
- * openpgp makes the binary message as a stream; armorStream() armors it.
+ * seipd.ts (or, for keys that want another format, openpgp) makes the binary message as a
+ * stream; armorStream() armors it.
  * The output stream errors if the input errors; no plaintext is ever written anywhere.
  */
 export function encryptStreamToPgpMime(plaintext: AsyncIterable<Uint8Array> | Readable, opts: EncryptOptions): Readable {
@@ -304,7 +311,16 @@ export function encryptStreamToPgpMime(plaintext: AsyncIterable<Uint8Array> | Re
   const source = plaintext as AsyncIterable<unknown> | Iterable<unknown>;
 
   async function* produce(): AsyncGenerator<Buffer> {
-    const message = await createMessage({ binary: toWebStream(source), date: opts.date });
+    const date = opts.date ?? new Date();
+    // SEIPD v1 with AES (what openpgp picks for nearly every key) in Node's crypto: seipd.ts.
+    const session = await seipdV1Session(opts.key, date);
+    if (session) {
+      yield head;
+      yield* armorStream(packets(session.keyPackets, session.encrypt(source as AsyncIterable<Uint8Array>)));
+      yield tail;
+      return;
+    }
+    const message = await createMessage({ binary: toWebStream(source), date });
     // With a stream in, openpgp gives a stream out; a key problem throws here, before any output.
     const encrypted = await encrypt({ message, encryptionKeys: opts.key, format: 'binary', config: PGP_CONFIG });
     yield head;
