@@ -100,13 +100,16 @@ export async function kzymyCli(configFile: string, ...args: string[]): Promise<s
   return r.stdout;
 }
 
+/** node's flags for `kzymy-server start`, as package.json's start script and scripts/kzymy.service give them. */
+export const SERVER_NODE_FLAGS = ['--max-semi-space-size=4'];
+
 export async function startKzymy(opts: KzymyOptions): Promise<KzymyInstance> {
   const configFile = await writeKzymyConfig(opts);
   const logFile = path.join(opts.base, opts.logName);
   const fd = openSync(logFile, 'w');
   let child: ChildProcess;
   try {
-    child = spawn(process.execPath, [...(opts.nodeFlags ?? []), ...serverEntry().args, 'start', '--config', configFile], {
+    child = spawn(process.execPath, [...SERVER_NODE_FLAGS, ...(opts.nodeFlags ?? []), ...serverEntry().args, 'start', '--config', configFile], {
       cwd: ROOT,
       env: { ...env(), ...(opts.workers !== undefined ? { KZYMY_SMTP_WORKERS: opts.workers } : {}), ...opts.env },
       // The log goes straight to a file: the benchmark process does no work per log line.

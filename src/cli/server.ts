@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
 // kzymy-server: the operator's command line. Thin: parses, loads the
 // configuration, calls into the modules, prints. Parsing is commander's.
 import { Command, CommanderError } from 'commander';
