@@ -5,12 +5,7 @@ import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { MaildirError, MaildirStore } from '../../src/maildir/index.js';
 import { tempDir } from '../helpers/env.js';
-
-async function collect(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
+import { collect } from '../helpers/streams.js';
 
 async function rejection(p: Promise<unknown>): Promise<unknown> {
   try {

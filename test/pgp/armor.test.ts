@@ -7,25 +7,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { armor as openpgpArmor, enums, readKey, unarmor, type PublicKey } from 'openpgp';
 import { armorLines, armorMessage, armorStream, encryptBufferToPgpMime, encryptStreamToPgpMime, ENCRYPT_SLICE_BYTES } from '../../src/pgp/index.js';
 import { gpgDecryptPayload, makeGpgKey, makeSqKey, parsePgpMime, requireGpg, requireSq, run, sqDecrypt, type TestKey } from '../helpers/gpg.js';
+import { chunked, collect } from '../helpers/streams.js';
 
 /** A byte view that does not start at offset 0 of its memory (as pooled Buffers do). */
 function unaligned(n: number): Buffer {
   return randomBytes(n + 3).subarray(3);
-}
-
-async function collect(it: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of it) parts.push(Buffer.from(c));
-  return Buffer.concat(parts);
-}
-
-async function* chunked(b: Buffer, sizes: number[]): AsyncGenerator<Buffer> {
-  let o = 0;
-  for (let i = 0; o < b.length; i++) {
-    const n = sizes[i % sizes.length]!;
-    yield b.subarray(o, o + n);
-    o += n;
-  }
 }
 
 /** The text between the armor lines, checked line by line: 64 characters, LF, the CRC line. */

@@ -29,6 +29,7 @@ import {
 } from '../helpers/gpg.js';
 import type { GoodGpgKeyKind, TestKey } from '../helpers/gpg.js';
 import { tempDir } from '../helpers/env.js';
+import { collect } from '../helpers/streams.js';
 
 const INFO = SAMPLE_DELIVERY;
 
@@ -49,12 +50,6 @@ function original(): Buffer {
 
 async function options(k: TestKey, date?: Date): Promise<EncryptOptions> {
   return { key: (await checkPublicKey(k.publicArmored)).key, domain: 'kzymy.localhost', date };
-}
-
-async function collect(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of stream) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
 }
 
 /** The outer structure: exactly the five fields, and the RFC 3156 parts. */

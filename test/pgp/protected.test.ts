@@ -12,18 +12,13 @@ import {
   restoreOriginal,
   WRAPPER_CONTENT_TYPE,
 } from '../../src/pgp/index.js';
+import { collect } from '../helpers/streams.js';
 
 const INFO = SAMPLE_DELIVERY;
 const DH = deliveryHeaders(INFO);
 
 function* chunksOf(buf: Buffer, size: number): Generator<Buffer> {
   for (let i = 0; i < buf.length; i += size) yield buf.subarray(i, i + size);
-}
-
-async function collect(it: AsyncIterable<Buffer>): Promise<Buffer> {
-  const out: Buffer[] = [];
-  for await (const c of it) out.push(c);
-  return Buffer.concat(out);
 }
 
 /** protect, streamed at several chunk sizes, equals protectBuffer; restore undoes both exactly. */

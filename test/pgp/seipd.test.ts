@@ -9,21 +9,7 @@ import { decrypt, enums, generateKey, readKey, readMessage, readPrivateKey, unar
 import { armorMessage, encryptStreamToPgpMime } from '../../src/pgp/index.js';
 import { seipdV1Session } from '../../src/pgp/seipd.js';
 import { makeGpgKey, makeSqKey, parsePgpMime, requireGpg, requireSq, run, sqDecrypt, type TestKey } from '../helpers/gpg.js';
-
-async function collect(it: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of it) parts.push(Buffer.from(c));
-  return Buffer.concat(parts);
-}
-
-async function* chunked(b: Buffer, sizes: number[]): AsyncGenerator<Buffer> {
-  let o = 0;
-  for (let i = 0; o < b.length; i++) {
-    const n = sizes[i % sizes.length]!;
-    yield b.subarray(o, o + n);
-    o += n;
-  }
-}
+import { chunked, collect } from '../helpers/streams.js';
 
 /** The binary OpenPGP message of a streamed PGP/MIME file. */
 async function binaryOf(file: Buffer): Promise<Uint8Array> {

@@ -5,6 +5,7 @@ import { readdir, readFile, readlink } from 'node:fs/promises';
 import { Spool } from '../../src/smtp/spool.js';
 import { tempDir } from '../helpers/env.js';
 import { marker, rawMessage } from '../helpers/mail.js';
+import { collect } from '../helpers/streams.js';
 
 /** The open descriptors of this process that point at a deleted file under `dir`. */
 async function deletedFilesUnder(dir: string): Promise<string[]> {
@@ -14,12 +15,6 @@ async function deletedFilesUnder(dir: string): Promise<string[]> {
     if (target.startsWith(dir + '/') && target.endsWith(' (deleted)')) out.push(`/proc/self/fd/${fd}`);
   }
   return out;
-}
-
-async function collect(it: AsyncIterable<Buffer>): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of it) parts.push(c);
-  return Buffer.concat(parts);
 }
 
 describe('smtp spool: a large message on disk, never as plaintext', function () {
