@@ -12,6 +12,7 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { requireBinaries, tempDir } from './env.js';
 import { restoreBuffer } from '../../src/pgp/protected.js';
+import { readKey, type PublicKey } from 'openpgp';
 
 /** Keys kzymy must accept. */
 export type GoodGpgKeyKind =
@@ -248,6 +249,12 @@ export function makeGpgKey(kind: GpgKeyKind): Promise<TestKey> {
 }
 
 /** A freshly generated GnuPG key every call (when a test needs two distinct keys of one kind). */
+/** A cached GnuPG key of `kind` and its public part parsed by openpgp (what kzymy encrypts to). */
+export async function gpgKeyAndPublic(kind: GpgKeyKind = 'ed25519'): Promise<{ key: TestKey; pub: PublicKey }> {
+  const key = await makeGpgKey(kind);
+  return { key, pub: await readKey({ armoredKey: key.publicArmored }) };
+}
+
 export function makeFreshGpgKey(kind: GpgKeyKind = 'ed25519'): Promise<TestKey> {
   return generateGpgKey(kind);
 }

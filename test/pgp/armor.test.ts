@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
 import { armor as openpgpArmor, enums, readKey, unarmor, type PublicKey } from 'openpgp';
 import { armorLines, armorMessage, armorStream, encryptBufferToPgpMime, encryptStreamToPgpMime, ENCRYPT_SLICE_BYTES } from '../../src/pgp/index.js';
-import { gpgDecryptPayload, makeGpgKey, makeSqKey, parsePgpMime, requireGpg, requireSq, run, sqDecrypt, type TestKey } from '../helpers/gpg.js';
+import { gpgDecryptPayload, gpgKeyAndPublic, makeSqKey, parsePgpMime, requireGpg, requireSq, run, sqDecrypt, type TestKey } from '../helpers/gpg.js';
 import { chunked, collect } from '../helpers/streams.js';
 
 /** A byte view that does not start at offset 0 of its memory (as pooled Buffers do). */
@@ -69,8 +69,7 @@ describe('pgp: kzymy armor and streamed PGP/MIME, read by openpgp, GnuPG and Seq
     let pub: PublicKey;
     before(async function () {
       requireGpg(this);
-      key = await makeGpgKey('ed25519');
-      pub = await readKey({ armoredKey: key.publicArmored });
+      ({ key, pub } = await gpgKeyAndPublic());
     });
 
     const S = ENCRYPT_SLICE_BYTES;

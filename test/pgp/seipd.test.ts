@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { decrypt, enums, generateKey, readKey, readMessage, readPrivateKey, unarmor, type PublicKey } from 'openpgp';
 import { armorMessage, encryptStreamToPgpMime } from '../../src/pgp/index.js';
 import { seipdV1Session } from '../../src/pgp/seipd.js';
-import { makeGpgKey, makeSqKey, parsePgpMime, requireGpg, requireSq, run, sqDecrypt, type TestKey } from '../helpers/gpg.js';
+import { gpgKeyAndPublic, makeGpgKey, makeSqKey, parsePgpMime, requireGpg, requireSq, run, sqDecrypt, type TestKey } from '../helpers/gpg.js';
 import { chunked, collect } from '../helpers/streams.js';
 
 /** The binary OpenPGP message of a streamed PGP/MIME file. */
@@ -22,8 +22,7 @@ describe('pgp: SEIPD v1 in Node crypto (what large messages are encrypted with)'
   let pub: PublicKey;
   before(async function () {
     requireGpg(this);
-    key = await makeGpgKey('ed25519');
-    pub = await readKey({ armoredKey: key.publicArmored });
+    ({ key, pub } = await gpgKeyAndPublic());
   });
 
   const P = 65536;
