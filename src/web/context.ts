@@ -2,6 +2,7 @@
 // rotations and rate limits. None of it is ever written to disk; a restart forgets it all.
 // Login challenges themselves are not stored: their ids carry their own HMAC.
 import { randomBytes } from 'node:crypto';
+import { isLoopbackHost } from '../config/hosts.js';
 import type { CheckedKey } from '../pgp/index.js';
 import { ExpiringMap } from './challenge.js';
 import { DEFAULT_CLIENT_BUNDLE, loadClientBundle, type ClientBundle } from './client-download.js';
@@ -147,11 +148,9 @@ export function requestHost(host: string): string | null {
   return /^([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:\d{1,5})?$/.test(h) ? h : null;
 }
 
+/** A request's Host (with an optional port) that names this machine. */
 function isLoopbackName(host: string): boolean {
-  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '');
-  if (name === 'localhost') return true;
-  if (/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name)) return true;
-  return name === '::1' || name === '0:0:0:0:0:0:0:1';
+  return isLoopbackHost(host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, ''));
 }
 
 /**

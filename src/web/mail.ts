@@ -3,14 +3,9 @@
 // delivered. The plaintext never touches the disk.
 import { randomBytes } from 'node:crypto';
 import type { User } from '../registry/index.js';
-import { encryptBufferToPgpMime, protectBuffer } from '../pgp/index.js';
+import { encryptBufferToPgpMime, protectBuffer, rfc5322Date } from '../pgp/index.js';
 import { CLIENT_RUN } from './client-download.js';
 import type { Web } from './context.js';
-
-/** RFC 5322 date-time in UTC. */
-export function rfc5322Date(d: Date): string {
-  return d.toUTCString().replace(/GMT$/, '+0000');
-}
 
 export interface TextMail {
   to: string;
