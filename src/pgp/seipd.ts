@@ -45,8 +45,8 @@ function header(tag: number, length: number): Buffer {
 
 /**
  * The body of one packet of unknown length, cut into 64 KiB partial chunks as it comes.
- * push() returns what can be written now; end() the rest. The bytes are copied once, into the
- * chunk being filled.
+ * push() appends to `out` each chunk it completes, with its length header; end() the last,
+ * shorter chunk. The bytes are copied once, into the chunk being filled.
  */
 class PartialBody {
   private chunk = Buffer.allocUnsafe(PARTIAL);

@@ -88,9 +88,16 @@ describe('pgp: SEIPD v1 in Node crypto (what large messages are encrypted with)'
     const msg = randomBytes(2 * P + 11);
     const file = await collect(encryptStreamToPgpMime(chunked(msg, [P]), { key: pub, domain: 'kzymy.test' }));
     const binary = Buffer.from(await binaryOf(file));
-    const seipdAt = binary.length - (2 * P + 11 + 6 + 18 + 22 + 1) - 1 - 2; // roughly where the encrypted body starts
+    // One PKESK packet (tag 1, a one-octet length), then tag 18 with a partial length octet,
+    // its version byte, and the encrypted random prefix: flip a byte of that prefix.
+    expect(binary[0], 'a PKESK packet first').to.equal(0xc1);
+    expect(binary[1]).to.be.below(192);
+    const seipdAt = 2 + binary[1]!;
+    expect(binary[seipdAt], 'then SEIPD').to.equal(0xd2);
+    expect(binary[seipdAt + 2], 'version 1').to.equal(1);
+    const prefixByte = seipdAt + 3 + 8;
     const cases: Array<[string, Buffer]> = [];
-    for (const at of [seipdAt + 8, Math.floor(binary.length / 2), binary.length - 3]) {
+    for (const at of [prefixByte, Math.floor(binary.length / 2), binary.length - 3]) {
       const bad = Buffer.from(binary);
       bad[at]! ^= 0x01;
       cases.push([`byte ${at} flipped`, bad]);
