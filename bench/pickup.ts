@@ -38,7 +38,7 @@ if (opt.help) {
   --reps N       runs of each mode, each on a fresh backlog; the median is reported (default 3)
   --messages N   messages in each backlog (default 2000)
   --quick        defaults of 1 run, 200 messages; writes no report unless --out
-  --modes LIST   only these modes, comma-separated: client,decrypt,raw1,raw8 (default all)
+  --modes LIST   only these modes, comma-separated: client,decrypt,raw1,raw8,rawbatch (default all)
   --cpu-prof DIR run the server under --cpu-prof, writing its profile into DIR
   --client-cpu-prof DIR  the same for each kzymy-client run
   --out FILE     where to write the Markdown section (default docs/benchmarks.md)
@@ -50,8 +50,8 @@ const intOpt = (v: string | undefined, full: number, quick: number): number => i
 const REPS = intOpt(opt.reps, 3, 1);
 const N = intOpt(opt.messages, 2000, 200);
 const OUT = opt['no-write'] || (opt.quick && !opt.out) ? null : path.resolve(opt.out ?? path.join(ROOT, 'docs', 'benchmarks.md'));
-const MODES = (opt.modes ?? 'client,decrypt,raw1,raw8').split(',');
-for (const m of MODES) if (!['client', 'decrypt', 'raw1', 'raw8'].includes(m)) throw new Error(`unknown mode: ${m}`);
+const MODES = (opt.modes ?? 'client,decrypt,raw1,raw8,rawbatch').split(',');
+for (const m of MODES) if (!['client', 'decrypt', 'raw1', 'raw8', 'rawbatch'].includes(m)) throw new Error(`unknown mode: ${m}`);
 const MSG_BYTES = 10240;
 const DOMAIN = 'kzymy.test';
 const SENDER = 'sender@bench-sender.invalid';
@@ -152,19 +152,27 @@ async function clientFetch(s: Setup, profile: string, dest: string, extra: strin
   return seconds;
 }
 
-/** A bare keep-alive HTTP client: list, then GET + DELETE of each id, `inFlight` at a time. */
-async function rawFetch(s: Setup, token: string, inFlight: number): Promise<number> {
+/** Messages a batch request of the raw client names (as kzymy-client asks). */
+const RAW_BATCH = 32;
+
+/**
+ * A bare keep-alive HTTP client: list, then GET + DELETE of each id, `inFlight` at a
+ * time; `batched`: POST /messages/download and /messages/acknowledge of RAW_BATCH ids.
+ */
+async function rawFetch(s: Setup, token: string, inFlight: number, batched = false): Promise<number> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: inFlight });
-  const call = (method: string, p: string): Promise<{ status: number; body: Buffer }> =>
+  const call = (method: string, p: string, json?: unknown): Promise<{ status: number; body: Buffer }> =>
     new Promise((resolve, reject) => {
-      const req = http.request({ host: '127.0.0.1', port: s.webPort, method, path: p, agent, headers: { Authorization: `Bearer ${token}` } }, (res) => {
+      const headers: Record<string, string> = { Authorization: `Bearer ${token}` };
+      if (json !== undefined) headers['Content-Type'] = 'application/json';
+      const req = http.request({ host: '127.0.0.1', port: s.webPort, method, path: p, agent, headers }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
         res.on('error', reject);
       });
       req.on('error', reject);
-      req.end();
+      req.end(json === undefined ? undefined : JSON.stringify(json));
     });
   const t0 = now();
   try {
@@ -172,7 +180,20 @@ async function rawFetch(s: Setup, token: string, inFlight: number): Promise<numb
     if (list.status !== 200) throw new Error(`GET /api/v1/messages answered ${list.status}`);
     const ids = (JSON.parse(list.body.toString('utf8')) as { messages: Array<{ id: string; size: number }> }).messages;
     let next = 0;
+    const batchWorker = async (): Promise<void> => {
+      while (next < ids.length) {
+        const part = ids.slice(next, next + RAW_BATCH);
+        next += part.length;
+        const got = await call('POST', '/api/v1/messages/download', { ids: part.map((m) => m.id) });
+        // Each frame is "ID SIZE\n" and the bytes: the answer's length tells it all came.
+        const expected = part.reduce((n, m) => n + Buffer.byteLength(`${m.id} ${m.size}\n`) + m.size, 0);
+        if (got.status !== 200 || got.body.length !== expected) throw new Error(`POST /messages/download: ${got.status}, ${got.body.length} bytes of ${expected}`);
+        const ack = await call('POST', '/api/v1/messages/acknowledge', { ids: part.map((m) => m.id) });
+        if (ack.status !== 200) throw new Error(`POST /messages/acknowledge: ${ack.status}`);
+      }
+    };
     const worker = async (): Promise<void> => {
+      if (batched) return batchWorker();
       while (next < ids.length) {
         const m = ids[next++]!;
         const p = `/api/v1/messages/${encodeURIComponent(m.id)}`;
@@ -199,11 +220,13 @@ interface Row {
   runs: Measured[];
 }
 
-function rowLine(r: Row): string {
+/** A table row; `start`: the fixed cost of a client run (seconds), or null for the raw client. */
+function rowLine(r: Row, start: number | null): string {
   const rates = r.runs.map((m) => N / m.seconds);
   const mibs = r.runs.map((m) => m.bytes / MiB / m.seconds);
   const secs = r.runs.map((m) => m.seconds);
-  return `| ${r.label} | ${fmt(median(rates))} | ${fmt(median(mibs), 1)} | ${fmt(median(secs), 2)} | ${rates.map((x) => fmt(x)).join(', ')} |`;
+  const past = start === null || Number.isNaN(start) ? '-' : fmt(median(r.runs.map((m) => N / Math.max(0.001, m.seconds - start))));
+  return `| ${r.label} | ${fmt(median(rates))} | ${past} | ${fmt(median(mibs), 1)} | ${fmt(median(secs), 2)} | ${rates.map((x) => fmt(x)).join(', ')} |`;
 }
 
 async function main(): Promise<void> {
@@ -230,7 +253,19 @@ async function main(): Promise<void> {
     { mode: 'decrypt', label: 'kzymy-client fetch --no-tor --decrypt into a Maildir', runs: [] },
     { mode: 'raw1', label: 'raw HTTP (list, GET, DELETE), 1 request in flight', runs: [] },
     { mode: 'raw8', label: 'raw HTTP (list, GET, DELETE), 8 in flight', runs: [] },
+    { mode: 'rawbatch', label: `raw HTTP (list, batches of ${RAW_BATCH}: download, acknowledge), 8 in flight`, runs: [] },
   ].filter((r) => MODES.includes(r.mode));
+  // What a client run costs with nothing to fetch (node start, login, the empty list):
+  // the part of each client run that does not grow with the backlog.
+  const empty: number[] = [];
+  if (MODES.includes('client')) {
+    for (let i = 0; i < 3; i++) {
+      const dest = path.join(base, `empty-${i}`);
+      empty.push(await clientFetch(s, profile, dest, ['--no-decrypt']));
+      await rm(dest, { recursive: true, force: true });
+    }
+    log(`  kzymy-client fetch with nothing waiting: ${fmt(median(empty), 2)} s (${empty.map((x) => fmt(x, 2)).join(', ')})`);
+  }
   let dests = 0;
   for (let rep = 0; rep < REPS; rep++) {
     for (const row of rows) {
@@ -243,7 +278,7 @@ async function main(): Promise<void> {
         await checkRun(s, dest, decrypt);
         await rm(dest, { recursive: true, force: true });
       } else {
-        seconds = await rawFetch(s, token, row.mode === 'raw1' ? 1 : 8);
+        seconds = await rawFetch(s, token, row.mode === 'raw1' ? 1 : 8, row.mode === 'rawbatch');
       }
       row.runs.push({ seconds, bytes });
       log(`  run ${rep + 1}: ${row.label}: ${fmt(N / seconds)} msg/s, ${fmt(bytes / MiB / seconds, 1)} MiB/s (${fmt(seconds, 2)} s)`);
@@ -258,10 +293,15 @@ async function main(): Promise<void> {
     `Each run fetches a fresh backlog of ${fmt(N)} messages of ${fmt(MSG_BYTES)} bytes (sent through kzymy's SMTP intake by smtp-source; about ${fmt((rows[0]?.runs[0]?.bytes ?? 0) / N / 1024, 1)} KiB each as stored, PGP/MIME) from kzymy-server on 127.0.0.1; ${REPS} run(s) a mode, median reported.`,
     'A client run is the whole `kzymy-client fetch` command (node start and login included) and ends with every message fsynced in the destination Maildir and deleted on the server; every run is checked (exact file count, `tmp/` empty, server Maildir empty, one message decrypted with gpg or read as decrypted).',
     'MiB/s counts the bytes stored on the server (ciphertext).',
+    ...(empty.length > 0
+      ? [
+          `The same command with nothing waiting (node start, login, the empty list) takes ${fmt(median(empty), 2)} s (median of ${empty.length}); "msg/s past start" divides by the run's seconds less that.`,
+        ]
+      : []),
     '',
-    '| mode | msg/s | MiB/s | seconds | runs (msg/s) |',
-    '| --- | ---: | ---: | ---: | --- |',
-    ...rows.map(rowLine),
+    '| mode | msg/s | msg/s past start | MiB/s | seconds | runs (msg/s) |',
+    '| --- | ---: | ---: | ---: | ---: | --- |',
+    ...rows.map((r) => rowLine(r, r.mode === 'client' || r.mode === 'decrypt' ? median(empty) : null)),
     '',
   ].join('\n');
   log('');

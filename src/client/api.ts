@@ -7,6 +7,7 @@
 import type { TokenStore } from './state.js';
 import { ApiError, ClientError, printable, protocolError } from './errors.js';
 import type { Gnupg } from './gnupg.js';
+import type { Framed, Wanted } from './frames.js';
 import type { Download, Transport } from './transport.js';
 
 export interface Info {
@@ -161,6 +162,13 @@ export function expectFingerprint(t: Transport, said: unknown, own: string, when
 
 /** Ids per POST /messages/acknowledge (the server takes up to 500). */
 export const ACK_BATCH = 200;
+/** Most messages one batch download asks for (the server takes up to 100). */
+export const DOWNLOAD_BATCH = 32;
+
+/** No such route (a 404 of another kind than a missing message, or 405): a server from before a batch endpoint. */
+function olderServer(status: number, err: ClientError): boolean {
+  return status === 405 || (status === 404 && !(err instanceof ApiError && err.code === 'no-such-message'));
+}
 
 const USERNAME_RE = /^[a-z][a-z0-9]{1,63}$/;
 /** Message ids are Maildir names (no leading dot, no "..", no "/"). */
@@ -364,6 +372,27 @@ export class Session {
     }
   }
 
+  /** False once the server turned out not to know POST /messages/download (an older one). */
+  private batchDownload = true;
+
+  /**
+   * Several messages in one request (at most DOWNLOAD_BATCH), each whole and checked
+   * against its listed size, in the order asked; a message gone meanwhile comes with null
+   * bytes. Null when the server has no batch download: then download() one at a time.
+   */
+  async downloadMany(wanted: readonly Wanted[]): Promise<AsyncIterable<Framed> | null> {
+    if (!this.batchDownload) return null;
+    const frames = await this.authed(async (token) => {
+      const r = await this.transport.downloadMany('/api/v1/messages/download', wanted, token);
+      if ('frames' in r) return r.frames;
+      const err = this.transport.apiError(r.response);
+      if (olderServer(r.status, err)) return null;
+      throw err;
+    });
+    if (frames === null) this.batchDownload = false;
+    return frames;
+  }
+
   /** False once the server turned out not to know POST /messages/acknowledge (an older one). */
   private batchAck = true;
 
@@ -380,8 +409,7 @@ export class Session {
           const res = await this.transport.request('POST', '/api/v1/messages/acknowledge', { token, body: { ids: part } });
           if (res.status >= 200 && res.status < 300) return 'done';
           const err = this.transport.apiError(res);
-          // No such route (404 of another kind, 405): a server from before the batch endpoint.
-          if (res.status === 405 || (res.status === 404 && !(err instanceof ApiError && err.code === 'no-such-message'))) return 'older';
+          if (olderServer(res.status, err)) return 'older';
           throw err;
         });
         if (answer === 'done') continue;

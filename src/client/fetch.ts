@@ -3,7 +3,8 @@
 // delivery succeeded and was recorded, so a crash in between never delivers it twice.
 import cliProgress from 'cli-progress';
 import path from 'node:path';
-import type { Session } from './api.js';
+import { DOWNLOAD_BATCH, type MessageEntry, type Session } from './api.js';
+import type { Download } from './transport.js';
 import type { Context } from './context.js';
 import { DecryptBatcher } from './batch.js';
 import { decryptedMessage, envelopeOf, MaildirDestination, peekHead, Spool, type Chunks, type Destination } from './deliver.js';
@@ -84,6 +85,13 @@ export interface FetchDeps {
  * new/ after their renames is shared. An MDA gets one message at a time, in list order.
  */
 export const IN_FLIGHT = 16;
+
+/** A message up to this size is fetched in a batch download (whole, in memory); a larger one is streamed alone. */
+export const BATCH_ITEM_MAX = 256 * 1024;
+
+async function* once(bytes: Buffer): AsyncGenerator<Buffer> {
+  yield bytes;
+}
 
 /**
  * What is delivered but not yet acknowledged, committed in batches: the ids go into the
@@ -174,35 +182,79 @@ export async function fetchOnce(d: FetchDeps): Promise<FetchResult> {
   };
   /** The intent line a Maildir delivery writes before its rename (see DeliveredRecord). */
   const intend = (id: string) => (name: string) => d.record.intend(id, name);
+  const running = (): boolean => !d.stopper.stopped && fatal === null && committer.failure === null;
+  /** True when an earlier run delivered `m` and ended before the server heard of it. */
+  const deliveredBefore = async (m: MessageEntry): Promise<boolean> => {
+    if (!(await d.record.has(m.id))) {
+      const name = await d.record.intended(m.id);
+      // Renamed into the Maildir by an earlier run that ended before recording it done.
+      if (name === undefined || !(d.destination instanceof MaildirDestination) || !(await d.destination.holds(name))) return false;
+    }
+    committer.add(m.id, 0, true);
+    return true;
+  };
+  const deliverFile = async (m: MessageEntry, file: Download): Promise<void> => {
+    if (batcher) {
+      // Queued for the next gpg; the worker goes on downloading meanwhile.
+      const { delivered } = await batcher.submit(m.id, file.chunks, intend(m.id));
+      settling.push(delivered.then(() => committer.add(m.id, file.size, false), failed));
+      return;
+    }
+    await deliverOne(d, m.id, file.chunks, intend(m.id));
+    committer.add(m.id, file.size, false);
+  };
+  const width = d.destination.irrevocable ? 1 : Math.min(IN_FLIGHT, Math.max(1, list.length));
+  /**
+   * The next messages to fetch together: a run of small ones, or one large one alone. A
+   * short backlog is cut in smaller runs, so that every worker has one.
+   */
+  const takeUnit = (): MessageEntry[] => {
+    const unit = [list[next++]!];
+    if (unit[0]!.size > BATCH_ITEM_MAX) return unit;
+    const most = Math.min(DOWNLOAD_BATCH, Math.ceil((list.length - next + 1) / width));
+    while (next < list.length && unit.length < most && list[next]!.size <= BATCH_ITEM_MAX) unit.push(list[next++]!);
+    return unit;
+  };
   const worker = async (): Promise<void> => {
-    while (!d.stopper.stopped && fatal === null && committer.failure === null && next < list.length) {
-      const m = list[next++]!;
+    while (running() && next < list.length) {
+      const unit = takeUnit();
       try {
-        if (await d.record.has(m.id)) {
-          // Delivered by an earlier run that ended before the server heard of it.
-          committer.add(m.id, 0, true);
+        const todo: MessageEntry[] = [];
+        for (const m of unit) if (!(await deliveredBefore(m))) todo.push(m);
+        if (todo.length === 0) continue;
+        const frames = todo[0]!.size <= BATCH_ITEM_MAX ? await d.session.downloadMany(todo.map((m) => ({ id: m.id, listed: m.size }))) : null;
+        if (frames) {
+          // One request for the unit; each message comes whole and is delivered in turn.
+          let at = 0;
+          for await (const f of frames) {
+            const m = todo[at++]!;
+            if (f.bytes === null) gone++; // acknowledged meanwhile (another client)
+            else {
+              try {
+                await batcher?.room();
+                await deliverFile(m, { size: f.bytes.length, chunks: once(f.bytes) });
+              } catch (err) {
+                failed(err);
+                if (fatal) return;
+              }
+            }
+            if (!running()) break;
+          }
           continue;
         }
-        const name = await d.record.intended(m.id);
-        if (name !== undefined && d.destination instanceof MaildirDestination && (await d.destination.holds(name))) {
-          // Renamed into the Maildir by an earlier run that ended before recording it done.
-          committer.add(m.id, 0, true);
-          continue;
+        // A large message, or a server without batch downloads: one request each, streamed.
+        for (const m of todo) {
+          if (!running()) break;
+          try {
+            await batcher?.room();
+            const file = await d.session.download(m.id, m.size);
+            if (file === null) gone++; // acknowledged meanwhile (another client)
+            else await deliverFile(m, file);
+          } catch (err) {
+            failed(err);
+            if (fatal) return;
+          }
         }
-        await batcher?.room();
-        const file = await d.session.download(m.id, m.size);
-        if (file === null) {
-          gone++; // acknowledged meanwhile (another client)
-          continue;
-        }
-        if (batcher) {
-          // Queued for the next gpg; the worker goes on downloading meanwhile.
-          const { delivered } = await batcher.submit(m.id, file.chunks, intend(m.id));
-          settling.push(delivered.then(() => committer.add(m.id, file.size, false), failed));
-          continue;
-        }
-        await deliverOne(d, m.id, file.chunks, intend(m.id));
-        committer.add(m.id, file.size, false);
       } catch (err) {
         failed(err);
         if (fatal) return;
@@ -210,7 +262,6 @@ export async function fetchOnce(d: FetchDeps): Promise<FetchResult> {
     }
   };
   try {
-    const width = d.destination.irrevocable ? 1 : Math.min(IN_FLIGHT, Math.max(1, list.length));
     // Every worker ends (its download settled) before anything is thrown: what was
     // delivered is still committed, and nothing is acknowledged that is not durable.
     try {

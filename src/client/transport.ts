@@ -4,6 +4,7 @@
 import http from 'node:http';
 import { SocksProxyAgent } from 'socks-proxy-agent';
 import { ApiError, ClientError, protocolError, tempError } from './errors.js';
+import { readFrames, type Framed, type Wanted } from './frames.js';
 import type { Target } from './target.js';
 
 /** Largest JSON answer read (the API's answers are small). */
@@ -107,6 +108,41 @@ export class Transport {
       }
     }
     return { status: 200, download: { size: length, chunks: chunks() } };
+  }
+
+  /**
+   * POST of a batch download (docs/protocol.md 5.5): on 200 the messages one by one, each
+   * whole and checked against `wanted` (readFrames); any other answer as a Response.
+   */
+  async downloadMany(path: string, wanted: readonly Wanted[], token: string): Promise<{ status: 200; frames: AsyncIterable<Framed> } | { status: number; response: Response }> {
+    const { req, res } = await this.open('POST', path, { token, body: { ids: wanted.map((w) => w.id) } });
+    if (res.statusCode !== 200) return { status: res.statusCode ?? 0, response: await this.collect(req, res, 'POST', path, {}) };
+    const hostile = (why: string): ClientError => {
+      req.destroy();
+      return protocolError(`${this.describe()} ${why} (it may be compromised or misconfigured); nothing more was delivered. Do not use this server, and tell its operator.`);
+    };
+    if (!/^application\/vnd\.kzymy\.messages\b/i.test(String(res.headers['content-type'] ?? ''))) {
+      req.destroy();
+      throw this.notKzymy(200);
+    }
+    const broke = (): ClientError => tempError(`The connection to ${this.describe()} broke during a transfer; try again later.`);
+    const networkError = (err: unknown): ClientError => this.networkError(err);
+    async function* frames(): AsyncGenerator<Framed> {
+      let complete = false;
+      try {
+        yield* readFrames(res as AsyncIterable<Buffer>, wanted, { hostile, broke });
+        if (!res.complete) throw broke();
+        complete = true;
+      } catch (err) {
+        if (err instanceof ClientError) throw err;
+        const code = (err as NodeJS.ErrnoException).code;
+        throw code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' ? broke() : networkError(err);
+      } finally {
+        // Given up early (a delivery failed, the run was stopped) or broken: not reused.
+        if (!complete) req.destroy();
+      }
+    }
+    return { status: 200, frames: frames() };
   }
 
   /** Sends the request; resolves with the answer's head, its body not yet read. */

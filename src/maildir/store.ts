@@ -346,6 +346,15 @@ export class MaildirStore {
   }
 
   async read(user: string, id: string): Promise<{ info: MessageInfo; stream: Readable }> {
+    const { info, body } = await this.readUpTo(user, id, -1);
+    return { info, stream: body as Readable };
+  }
+
+  /**
+   * read(), but a message of at most `max` bytes comes whole, as one Buffer read at once:
+   * for a small message, a stream's machinery costs more than the read itself.
+   */
+  async readUpTo(user: string, id: string, max: number): Promise<{ info: MessageInfo; body: Buffer | Readable }> {
     const dir = this.userDir(user);
     if (!isValidId(id)) throw badId();
     for (let attempt = 0; attempt < 3; attempt++) {
@@ -360,16 +369,27 @@ export class MaildirStore {
         if (errno(err) === 'ENOENT') continue;
         throw err;
       }
+      let streaming = false;
       try {
         const st = await fh.stat();
         if (!st.isFile()) throw notFound();
         const receivedAt = timeFromName(found.id) ?? st.mtimeMs;
         const info = { id: found.id, size: st.size, receivedAt: new Date(Math.floor(receivedAt)) };
+        if (st.size <= max) {
+          const bytes = Buffer.allocUnsafe(st.size);
+          let got = 0;
+          while (got < st.size) {
+            const { bytesRead } = await fh.read(bytes, got, st.size - got, got);
+            if (bytesRead === 0) break; // shorter than its stat: only what is there
+            got += bytesRead;
+          }
+          return { info: { ...info, size: got }, body: bytes.subarray(0, got) };
+        }
+        streaming = true;
         // With its end given, the stream stops at the size instead of reading once more for EOF.
-        return { info, stream: fh.createReadStream(st.size > 0 ? { start: 0, end: st.size - 1 } : {}) };
-      } catch (err) {
-        await fh.close().catch(() => undefined);
-        throw err;
+        return { info, body: fh.createReadStream(st.size > 0 ? { start: 0, end: st.size - 1 } : {}) };
+      } finally {
+        if (!streaming) await fh.close().catch(() => undefined);
       }
     }
     throw notFound();
@@ -411,6 +431,16 @@ export class MaildirStore {
    */
   private async unlinkMessage(dir: string, id: string): Promise<Entry | null> {
     for (let attempt = 0; attempt < 2; attempt++) {
+      // Most acknowledged messages are still in new/ under their listed names: unlinked at
+      // once, without a look first (size and time are in such a name).
+      if (attempt === 0 && sizeFromName(id) !== null && timeFromName(id) !== null) {
+        try {
+          await unlink(path.join(dir, 'new', id));
+          return { id, dir: 'new', size: sizeFromName(id)!, receivedAt: timeFromName(id)! };
+        } catch (err) {
+          if (errno(err) !== 'ENOENT') throw err;
+        }
+      }
       const found = await this.locate(dir, id);
       if (!found) return null;
       const file = path.join(dir, found.dir, found.id);

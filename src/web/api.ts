@@ -1,7 +1,6 @@
 // /api/v1: JSON for kzymy-client. Documented in docs/protocol.md; keep the two in step.
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { MaildirError, MaildirStore } from '../maildir/index.js';
 import { RegistryError, type User } from '../registry/index.js';
 import { keyRecord } from '../pgp/index.js';
 import { createChallenge, endSessions, forgetLogins, issueToken, requireToken, type AuthState } from './auth.js';
@@ -10,10 +9,8 @@ import { onionHost, serverFor, type Web } from './context.js';
 import { WebError } from './errors.js';
 import { readJson } from './body.js';
 import { limit, tooMany, tryAgainIn } from './ratelimit.js';
+import { pickupRoutes } from './pickup.js';
 import { challengeServer, checkKey, confirmSignup, findSignup, REGISTERED, startSignup } from './signup.js';
-
-/** Most ids one POST /messages/acknowledge may name (the request stays under the JSON limit). */
-export const MAX_ACK_IDS = 500;
 
 function auth(ctx: Context): AuthState {
   return ctx.state.auth as AuthState;
@@ -27,22 +24,6 @@ function str(body: Record<string, unknown>, name: string, what: string): string 
 
 function policy(u: User): { catchAll: boolean; aliases: string[]; blocked: string[] } {
   return { catchAll: u.catchAll, aliases: [...u.aliases], blocked: [...u.blocked] };
-}
-
-function messageId(ctx: Context): string {
-  const id = String(ctx.params.id ?? '');
-  if (!MaildirStore.isValidId(id)) {
-    throw new WebError(400, 'bad-id', 'That message id is not valid: use an id exactly as the message list gave it.');
-  }
-  return id;
-}
-
-function maildirError(err: unknown): never {
-  if (err instanceof MaildirError) {
-    if (err.code === 'not-found') throw new WebError(404, 'no-such-message', 'There is no such message: it may have been acknowledged already.');
-    if (err.code === 'bad-id') throw new WebError(400, 'bad-id', 'That message id is not valid.');
-  }
-  throw err;
 }
 
 async function policyChange(ctx: Context, fn: () => Promise<User>): Promise<void> {
@@ -144,53 +125,7 @@ export function apiRouter(web: Web): Router {
     ctx.body = { ok: true };
   });
 
-  // --- mail pickup --------------------------------------------------------------------
-
-  router.get('/messages', authed, async (ctx) => {
-    const list = await maildir.list(auth(ctx).user.username);
-    ctx.body = {
-      messages: list.map((m) => ({ id: m.id, size: m.size, receivedAt: m.receivedAt.toISOString() })),
-      count: list.length,
-      bytes: list.reduce((n, m) => n + m.size, 0),
-    };
-  });
-
-  router.get('/messages/:id', authed, async (ctx) => {
-    const id = messageId(ctx);
-    const { info, stream } = await maildir.read(auth(ctx).user.username, id).catch(maildirError);
-    ctx.type = 'message/rfc822';
-    ctx.length = info.size;
-    ctx.body = stream;
-  });
-
-  router.delete('/messages/:id', authed, async (ctx) => {
-    const id = messageId(ctx);
-    await maildir.remove(auth(ctx).user.username, id).catch(maildirError);
-    logger.info({ evt: 'acknowledged' }, 'pickup');
-    ctx.body = { deleted: id };
-  });
-
-  // Acknowledges several messages at once: one request and one fsync for a batch.
-  router.post('/messages/acknowledge', authed, async (ctx) => {
-    const body = await json(ctx);
-    const ids = body.ids;
-    if (!Array.isArray(ids) || ids.length === 0 || ids.length > MAX_ACK_IDS || !ids.every((id) => typeof id === 'string')) {
-      throw new WebError(400, 'bad-request', `Send {"ids": [...]} with 1 to ${MAX_ACK_IDS} message ids.`);
-    }
-    if (!ids.every((id) => MaildirStore.isValidId(id))) {
-      throw new WebError(400, 'bad-id', 'A message id is not valid: use ids exactly as the message list gave them; nothing was deleted.');
-    }
-    const r = await maildir.removeMany(auth(ctx).user.username, ids).catch(maildirError);
-    if (r.removed.length > 0) logger.info({ evt: 'acknowledged', count: r.removed.length }, 'pickup');
-    ctx.body = { deleted: r.removed, missing: r.missing };
-  });
-
-  // An id with a raw '/' never names a message.
-  const badId = (): never => {
-    throw new WebError(400, 'bad-id', 'That message id is not valid: it must not contain "/".');
-  };
-  router.get('/messages/:id/*rest', authed, badId);
-  router.delete('/messages/:id/*rest', authed, badId);
+  pickupRoutes(router, web, authed, json);
 
   // --- account ------------------------------------------------------------------------
 

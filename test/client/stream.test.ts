@@ -43,6 +43,12 @@ interface TestServer {
   batch: boolean;
   /** The id lists of each POST /messages/acknowledge. */
   batches: string[][];
+  /** True: the server also takes POST /messages/download (else a 404 as from an older server). */
+  downloads: boolean;
+  /** Misbehaviour of POST /messages/download: frames in another order, or bytes after the last. */
+  frames: { swap?: boolean; trailing?: Buffer };
+  /** The id lists of each POST /messages/download. */
+  downloadBatches: string[][];
   /** sha256 and size of the bytes sent for each completed GET, by id. */
   sent: Map<string, { sha256: string; size: number }>;
   close(): Promise<void>;
@@ -81,6 +87,25 @@ async function startServer(key: TestKey): Promise<TestServer> {
       }
       return send(res, 200, { deleted: ids, missing: [] });
     }
+    if (req.method === 'POST' && p === '/api/v1/messages/download' && self.downloads) {
+      requests.push({ method: 'POST', path: p });
+      const ids = (JSON.parse(body.get(req) ?? '{}') as { ids: string[] }).ids;
+      self.downloadBatches.push(ids);
+      const order = self.frames.swap && ids.length > 1 ? [ids[1]!, ids[0]!, ...ids.slice(2)] : ids;
+      res.writeHead(200, { 'Content-Type': 'application/vnd.kzymy.messages' });
+      for (const id of order) {
+        const s = messages.get(id);
+        if (!s) {
+          res.write(`${id} -\n`);
+          continue;
+        }
+        res.write(`${id} ${s.length ?? s.listed}\n`);
+        if (!(await sendBody(id, s, res))) return;
+      }
+      if (self.frames.trailing) res.write(self.frames.trailing);
+      res.end();
+      return;
+    }
     requests.push({ method: req.method ?? '', path: p });
     const soon = new Date(Date.now() + 300_000).toISOString();
     const m = /^\/api\/v1\/messages\/([^/]+)$/.exec(p);
@@ -103,6 +128,14 @@ async function startServer(key: TestKey): Promise<TestServer> {
       const s = messages.get(id);
       if (!s) return send(res, 404, { error: { code: 'no-such-message', message: 'No such message.' } });
       res.writeHead(200, { 'Content-Type': 'message/rfc822', 'Content-Length': s.length ?? s.listed });
+      if (await sendBody(id, s, res)) res.end();
+      return;
+    }
+    return send(res, 404, { error: { code: 'not-found', message: 'No such endpoint.' } });
+  }
+  /** Writes the body of `s` (false: cut midway, as it asks); records what was sent. */
+  async function sendBody(id: string, s: Served, res: http.ServerResponse): Promise<boolean> {
+    {
       const hash = createHash('sha256');
       let size = 0;
       for await (const chunk of s.body()) {
@@ -113,7 +146,7 @@ async function startServer(key: TestKey): Promise<TestServer> {
           // Cut: the socket goes away once what was written is flushed.
           await new Promise((r) => setTimeout(r, 100));
           res.socket?.destroy();
-          return;
+          return false;
         }
         hash.update(piece);
         size += piece.length;
@@ -128,14 +161,12 @@ async function startServer(key: TestKey): Promise<TestServer> {
             res.on('drain', done);
             res.on('close', done);
           });
-          if (res.destroyed) return;
+          if (res.destroyed) return false;
         }
       }
-      res.end();
       sent.set(id, { sha256: hash.digest('hex'), size });
-      return;
+      return true;
     }
-    return send(res, 404, { error: { code: 'not-found', message: 'No such endpoint.' } });
   }
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
@@ -146,6 +177,9 @@ async function startServer(key: TestKey): Promise<TestServer> {
     sent,
     batch: false,
     batches: [],
+    downloads: false,
+    frames: {},
+    downloadBatches: [],
     deletes: () => [...acked],
     close: () =>
       new Promise((resolve) => {
@@ -359,6 +393,103 @@ describe('kzymy-client fetch streams each message (memory bounded, all or nothin
     expect(r.code, r.stderr).to.equal(76);
     expect(r.stderr).to.match(/sent a message of 2097152 bytes that it listed as 1000 bytes .*Do not use this server/);
     await expectNothingDelivered();
+  });
+
+  describe('batch downloads (POST /messages/download)', () => {
+    beforeEach(() => {
+      srv.batch = true;
+      srv.downloads = true;
+    });
+
+    /** N small messages of different sizes, each of random bytes. */
+    function smallOnes(n: number): string[] {
+      const ids: string[] = [];
+      for (let i = 0; i < n; i++) {
+        const id = `small.${String(i).padStart(3, '0')}`;
+        const data = randomBytes(1000 + i * 997);
+        srv.messages.set(id, { listed: data.length, body: fixed(data) });
+        ids.push(id);
+      }
+      return ids;
+    }
+
+    async function newSums(): Promise<string[]> {
+      const names = await list(path.join(maildir, 'new'));
+      return (await Promise.all(names.map((n) => sha256File(path.join(maildir, 'new', n))))).sort();
+    }
+
+    it('fetches small messages in batches, each whole and byte for byte, a large one alone; each acknowledged once', async function () {
+      const ids = smallOnes(40);
+      srv.messages.set('large.1', { listed: 2 * MiB, body: generated(2 * MiB) });
+      const r = await fetch(['--maildir', maildir, '--quiet']);
+      expect(r.code, r.stderr).to.equal(0);
+      expect(srv.downloadBatches.flat().sort(), 'every small message in exactly one batch').to.deep.equal(ids);
+      expect(srv.downloadBatches.some((b) => b.length > 1), 'several messages a request').to.equal(true);
+      expect(srv.requests.filter((q) => q.method === 'GET' && q.path.startsWith('/api/v1/messages/')).map((q) => q.path)).to.deep.equal(['/api/v1/messages/large.1']);
+      expect(await newSums()).to.deep.equal([...srv.sent.values()].map((v) => v.sha256).sort());
+      expect(srv.deletes().sort()).to.deep.equal([...ids, 'large.1'].sort());
+      expect(await list(path.join(maildir, 'tmp'))).to.deep.equal([]);
+    });
+
+    it('a server without batch downloads gets one GET a message', async function () {
+      srv.downloads = false;
+      const ids = smallOnes(20);
+      const r = await fetch(['--maildir', maildir, '--quiet']);
+      expect(r.code, r.stderr).to.equal(0);
+      expect(srv.requests.filter((q) => q.method === 'GET' && q.path.startsWith('/api/v1/messages/'))).to.have.length(20);
+      expect(srv.deletes().sort()).to.deep.equal(ids);
+    });
+
+    it('a batch cut midway: what came whole before the cut is delivered and acknowledged, the rest stays (exit 75)', async function () {
+      const ids = smallOnes(40);
+      srv.messages.get(ids[20]!)!.cutAfter = 500;
+      const r = await fetch(['--maildir', maildir]);
+      expect(r.code, r.stderr).to.equal(75);
+      expect(r.stderr).to.match(/broke( during a transfer)?; try again later\.\n$/);
+      expectNoStack(r);
+      const acked = srv.deletes();
+      expect(acked).not.to.include(ids[20]);
+      expect(await newSums(), 'new/ holds exactly the acknowledged messages, complete').to.deep.equal(acked.map((id) => srv.sent.get(id)!.sha256).sort());
+      expect(await list(path.join(maildir, 'tmp')), 'tmp/').to.deep.equal([]);
+      srv.messages.get(ids[20]!)!.cutAfter = undefined;
+      const again = await fetch(['--maildir', maildir, '--quiet']);
+      expect(again.code, again.stderr).to.equal(0);
+      expect(await list(path.join(maildir, 'new'))).to.have.length(40);
+      expect(new Set(srv.deletes()).size, 'each acknowledged once').to.equal(40);
+    });
+
+    it('frames in another order than asked for are refused (exit 76): no message is delivered under another id', async function () {
+      smallOnes(40);
+      srv.frames.swap = true;
+      const r = await fetch(['--maildir', maildir]);
+      expect(r.code, r.stderr).to.equal(76);
+      expect(r.stderr).to.match(/sent other messages than those asked for, or out of order .*Do not use this server/);
+      expectNoStack(r);
+      // Only a batch of one (nothing to swap) may have come through, under its own id.
+      const singles = new Set(srv.downloadBatches.filter((b) => b.length === 1).flat());
+      const acked = srv.deletes();
+      for (const id of acked) expect(singles.has(id), `${id} came in a batch of one`).to.equal(true);
+      expect(await newSums()).to.deep.equal(acked.map((id) => srv.sent.get(id)!.sha256).sort());
+      expect(await list(path.join(maildir, 'tmp')), 'tmp/').to.deep.equal([]);
+      expect(srv.downloadBatches.filter((b) => b.length > 1).length, 'swapped batches were sent').to.be.above(0);
+    });
+
+    it('a frame of another size than listed is refused (exit 76), nothing of it delivered', async function () {
+      srv.messages.set('lie.2', { listed: 1000, length: 2000, body: fixed(randomBytes(2000)) });
+      const r = await fetch(['--maildir', maildir]);
+      expect(r.code, r.stderr).to.equal(76);
+      expect(r.stderr).to.match(/sent a message of 2000 bytes that it listed as 1000 bytes .*Do not use this server/);
+      await expectNothingDelivered();
+    });
+
+    it('bytes after the last frame are refused (exit 76)', async function () {
+      smallOnes(1);
+      srv.frames.trailing = Buffer.from('small.999 5\nextra');
+      const r = await fetch(['--maildir', maildir]);
+      expect(r.code, r.stderr).to.equal(76);
+      expect(r.stderr).to.match(/sent more than the messages asked for .*Do not use this server/);
+      expectNoStack(r);
+    });
   });
 
   it('a server that lists a message over the download limit is refused before it is read', async function () {

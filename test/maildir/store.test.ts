@@ -257,6 +257,38 @@ describe('MaildirStore', () => {
       expect(await store.list('alice')).to.deep.equal([]);
     });
 
+    it('readUpTo gives a message up to the limit whole, a larger one as a stream, the same bytes', async () => {
+      const small = await store.deliver('alice', Buffer.alloc(1000, 'a'));
+      const big = await store.deliver('alice', Buffer.alloc(5000, 'b'));
+      const s = await store.readUpTo('alice', small.id, 1000);
+      expect(Buffer.isBuffer(s.body)).to.equal(true);
+      expect(s.body).to.deep.equal(Buffer.alloc(1000, 'a'));
+      expect(s.info.size).to.equal(1000);
+      const b = await store.readUpTo('alice', big.id, 1000);
+      expect(Buffer.isBuffer(b.body)).to.equal(false);
+      expect(await collect(b.body as AsyncIterable<Buffer>)).to.deep.equal(Buffer.alloc(5000, 'b'));
+      // A second writer (a MUA) moved it to cur/ meanwhile: still found, still whole.
+      const { rename } = await import('node:fs/promises');
+      await rename(path.join(root, 'alice', 'new', small.id), path.join(root, 'alice', 'cur', `${small.id}:2,S`));
+      const moved = await store.readUpTo('alice', small.id, 1000);
+      expect(moved.body).to.deep.equal(Buffer.alloc(1000, 'a'));
+      await expectMaildirError(store.readUpTo('alice', '1.M1P1Q1R0.h,S=1', 1000), 'not-found');
+    });
+
+    it('removeMany takes messages from new/ and cur/ alike and keeps the usage it caches exact', async () => {
+      const a = await store.deliver('alice', Buffer.alloc(300, 'a'));
+      const b = await store.deliver('alice', Buffer.alloc(400, 'b'));
+      const c = await store.deliver('alice', Buffer.alloc(500, 'c'));
+      expect((await store.usage('alice')).bytes).to.equal(1200);
+      const { rename } = await import('node:fs/promises');
+      await rename(path.join(root, 'alice', 'new', b.id), path.join(root, 'alice', 'cur', `${b.id}:2,S`));
+      const r = await store.removeMany('alice', [a.id, b.id, '1.M1P1Q1R0.h,S=1']);
+      expect(r.removed).to.deep.equal([a.id, `${b.id}:2,S`]);
+      expect(r.missing).to.deep.equal(['1.M1P1Q1R0.h,S=1']);
+      expect(await store.usage('alice')).to.include({ count: 1, bytes: 500 });
+      expect((await store.list('alice')).map((m) => m.id)).to.deep.equal([c.id]);
+    });
+
     it('refuses ids with /, .., NUL or empty with bad-id, touching nothing', async () => {
       const { id } = await store.deliver('alice', Buffer.from('keep me'));
       await writeFile(path.join(root, 'alice', 'secret'), 'outside new/ and cur/');

@@ -2,10 +2,11 @@
 import { expect } from 'chai';
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { deliveryHeaders, encryptBufferToPgpMime } from '../../src/pgp/index.js';
 import { allows } from '../../src/registry/index.js';
+import { readFrames } from '../../src/client/frames.js';
 import { gpg, gpgDecrypt, makeFreshGpgKey, makeGpgKey, requireGpg, requireSq, sqDecrypt, type TestKey } from '../helpers/gpg.js';
 import {
   api,
@@ -408,6 +409,61 @@ describe('web: /api/v1', function () {
       expect((list.json.messages as Array<{ id: string }>).map((m) => m.id)).not.to.include(id);
       expect((await api(s, 'DELETE', `/api/v1/messages/${encodeURIComponent(id)}`, undefined, tokenA)).status).to.equal(404);
       expect((await api(s, 'GET', `/api/v1/messages/${encodeURIComponent(id)}`, undefined, tokenA)).status).to.equal(404);
+    });
+
+    it("downloads a batch in frames, in the order asked: the caller's own messages whole, another user's or an unknown id only as gone", async () => {
+      const a1 = await deliverMail(s, userA, 'FRAME-1');
+      const idB = await deliverMail(s, userB, 'FRAME-FOR-B');
+      const unknown = '1700000000.M1P1Q1.nowhere,S=10';
+      // Larger than what is read whole: sent from a stream, in the same framing.
+      const large = '1700000001.M2P2Q2.test,S=300000';
+      const largeBytes = randomBytes(300_000);
+      await writeFile(path.join(s.config.maildirRoot, userA, 'new', large), largeBytes);
+      const ids = [a1, idB, unknown, large, a1];
+      const res = await fetch(`${s.base}/api/v1/messages/download`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tokenA}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ ids }),
+      });
+      expect(res.status).to.equal(200);
+      expect(res.headers.get('content-type')).to.equal('application/vnd.kzymy.messages');
+      expectSecurityHeaders(res);
+      const raw = Buffer.from(await res.arrayBuffer());
+      const stored = await readFile(path.join(s.config.maildirRoot, userA, 'new', a1));
+      expect(raw.subarray(0, a1.length + 1 + String(stored.length).length + 1).toString()).to.equal(`${a1} ${stored.length}\n`);
+      const fail = { hostile: (why: string) => new Error(why), broke: () => new Error('cut') };
+      const wanted = ids.map((id) => ({ id, listed: id === a1 ? stored.length : id === large ? largeBytes.length : 0 }));
+      const got: Array<Buffer | null> = [];
+      for await (const f of readFrames((async function* () { yield raw; })(), wanted, fail)) got.push(f.bytes);
+      expect(got[0]!.equals(stored)).to.equal(true);
+      expect(got[1], "B's message is never sent to A").to.equal(null);
+      expect(got[2]).to.equal(null);
+      expect(got[3]!.equals(largeBytes)).to.equal(true);
+      expect(got[4]!.equals(stored)).to.equal(true);
+      expect(raw.includes(Buffer.from('FRAME-FOR-B'))).to.equal(false);
+      // A download deletes nothing.
+      expect(await exists(path.join(s.config.maildirRoot, userA, 'new', a1))).to.equal(true);
+      expect(await exists(path.join(s.config.maildirRoot, userB, 'new', idB))).to.equal(true);
+      await api(s, 'POST', '/api/v1/messages/acknowledge', { ids: [a1, large] }, tokenA);
+    });
+
+    it('refuses a batch download that names a bad id or is not a list of 1 to 100 ids; nothing is sent', async () => {
+      const id = await deliverMail(s, userA, 'FRAME-KEPT');
+      const bad: Array<[unknown, string]> = [
+        [{ ids: [id, `../${userB}/new/x`] }, 'bad-id'],
+        [{ ids: [id, 'a\u0000b'] }, 'bad-id'],
+        [{ ids: [] }, 'bad-request'],
+        [{ ids: id }, 'bad-request'],
+        [{ ids: Array.from({ length: 101 }, () => id) }, 'bad-request'],
+      ];
+      for (const [body, code] of bad) {
+        const r = await api(s, 'POST', '/api/v1/messages/download', body, tokenA);
+        expect(r.status, JSON.stringify(body).slice(0, 80)).to.equal(400);
+        expect(errCode(r.json)).to.equal(code);
+        expect(JSON.stringify(r.json)).not.to.include('FRAME-KEPT');
+      }
+      expect((await api(s, 'POST', '/api/v1/messages/download', { ids: [id] })).status, 'no token').to.equal(401);
+      await api(s, 'POST', '/api/v1/messages/acknowledge', { ids: [id] }, tokenA);
     });
 
     it("acknowledges a batch: deletes only the caller's own messages; another user's id or an unknown one is only reported missing", async () => {
