@@ -13,6 +13,8 @@ import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { MaildirDestination } from '../src/client/deliver.js';
+import { IN_FLIGHT } from '../src/client/fetch.js';
 import { gpgDecryptPgpMime } from '../test/helpers/gpg.js';
 import { buildWarning, ROOT, startKzymy, type KzymyInstance } from './lib/kzymy.js';
 import { makeUsers } from './lib/users.js';
@@ -38,7 +40,7 @@ if (opt.help) {
   --reps N       runs of each mode, each on a fresh backlog; the median is reported (default 3)
   --messages N   messages in each backlog (default 2000)
   --quick        defaults of 1 run, 200 messages; writes no report unless --out
-  --modes LIST   only these modes, comma-separated: client,decrypt,raw1,raw8,rawbatch (default all)
+  --modes LIST   only these modes, comma-separated: client,decrypt,raw1,raw8,rawbatch,disk (default all)
   --cpu-prof DIR run the server under --cpu-prof, writing its profile into DIR
   --client-cpu-prof DIR  the same for each kzymy-client run
   --out FILE     where to write the Markdown section (default docs/benchmarks.md)
@@ -50,8 +52,8 @@ const intOpt = (v: string | undefined, full: number, quick: number): number => i
 const REPS = intOpt(opt.reps, 3, 1);
 const N = intOpt(opt.messages, 2000, 200);
 const OUT = opt['no-write'] || (opt.quick && !opt.out) ? null : path.resolve(opt.out ?? path.join(ROOT, 'docs', 'benchmarks.md'));
-const MODES = (opt.modes ?? 'client,decrypt,raw1,raw8,rawbatch').split(',');
-for (const m of MODES) if (!['client', 'decrypt', 'raw1', 'raw8', 'rawbatch'].includes(m)) throw new Error(`unknown mode: ${m}`);
+const MODES = (opt.modes ?? 'client,decrypt,raw1,raw8,rawbatch,disk').split(',');
+for (const m of MODES) if (!['client', 'decrypt', 'raw1', 'raw8', 'rawbatch', 'disk'].includes(m)) throw new Error(`unknown mode: ${m}`);
 const MSG_BYTES = 10240;
 const DOMAIN = 'kzymy.test';
 const SENDER = 'sender@bench-sender.invalid';
@@ -214,6 +216,27 @@ async function rawFetch(s: Setup, token: string, inFlight: number, batched = fal
   return seconds;
 }
 
+/**
+ * The floor the disk sets: N files of `size` bytes written into DEST by kzymy-client's own
+ * Maildir writer (tmp/, fsync, rename into new/, the shared fsync of new/), IN_FLIGHT at
+ * once as a fetch does, with no network, no delivery record and no server.
+ */
+async function diskFloor(dest: string, size: number): Promise<number> {
+  const maildir = new MaildirDestination(dest);
+  await maildir.prepare();
+  const t0 = now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: IN_FLIGHT }, async () => {
+      while (next++ < N) await maildir.deliver(Buffer.alloc(size, 0x41));
+    }),
+  );
+  const seconds = now() - t0;
+  const made = await countFiles(path.join(dest, 'new'));
+  if (made !== N) throw new Error(`the disk run made ${made} files, not ${N}`);
+  return seconds;
+}
+
 interface Row {
   mode?: string;
   label: string;
@@ -253,6 +276,7 @@ async function main(): Promise<void> {
     { mode: 'decrypt', label: 'kzymy-client fetch --no-tor --decrypt into a Maildir', runs: [] },
     { mode: 'raw1', label: 'raw HTTP (list, GET, DELETE), 1 request in flight', runs: [] },
     { mode: 'raw8', label: 'raw HTTP (list, GET, DELETE), 8 in flight', runs: [] },
+    { mode: 'disk', label: `no network: kzymy-client's Maildir writer alone, ${IN_FLIGHT} files at once`, runs: [] },
     { mode: 'rawbatch', label: `raw HTTP (list, batches of ${RAW_BATCH}: download, acknowledge), 8 in flight`, runs: [] },
   ].filter((r) => MODES.includes(r.mode));
   // What a client run costs with nothing to fetch (node start, login, the empty list):
@@ -267,15 +291,22 @@ async function main(): Promise<void> {
     log(`  kzymy-client fetch with nothing waiting: ${fmt(median(empty), 2)} s (${empty.map((x) => fmt(x, 2)).join(', ')})`);
   }
   let dests = 0;
+  let lastBytes = N * 15_800; // about what a backlog of 10 KB messages holds as stored
   for (let rep = 0; rep < REPS; rep++) {
     for (const row of rows) {
-      const bytes = await fillBacklog(s);
+      // The disk row fetches nothing: it writes as many bytes as the last backlog held.
+      const bytes = row.mode === 'disk' ? lastBytes : await fillBacklog(s);
+      lastBytes = bytes;
       let seconds: number;
       if (row.mode === 'client' || row.mode === 'decrypt') {
         const dest = path.join(base, `dest-${dests++}`);
         const decrypt = row.mode === 'decrypt';
         seconds = await clientFetch(s, profile, dest, decrypt ? ['--decrypt'] : ['--no-decrypt']);
         await checkRun(s, dest, decrypt);
+        await rm(dest, { recursive: true, force: true });
+      } else if (row.mode === 'disk') {
+        const dest = path.join(base, `dest-${dests++}`);
+        seconds = await diskFloor(dest, Math.round(bytes / N));
         await rm(dest, { recursive: true, force: true });
       } else {
         seconds = await rawFetch(s, token, row.mode === 'raw1' ? 1 : 8, row.mode === 'rawbatch');
