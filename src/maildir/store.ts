@@ -9,6 +9,7 @@ import { chmod, lstat, mkdir, open, readdir, rename, rm, stat, unlink, type File
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { writeAhead } from './write-ahead.js';
 import { DirSyncer } from './dirsync.js';
 import { MaildirError, type MessageInfo, type Usage } from './errors.js';
 import { baseOf, isValidId, isValidUsername, nameWithSize, sizeFromName, timeFromName, uniqueName } from './names.js';
@@ -23,6 +24,8 @@ type MessageDir = (typeof MESSAGE_DIRS)[number];
 export interface DeliverOptions {
   /** Called with the size of each chunk before it is written; a throw stops the delivery, no file remains. */
   beforeWrite?(bytes: number): void | Promise<void>;
+  /** Called with the size of each chunk once its write has landed (several may be in flight). */
+  afterWrite?(bytes: number): void;
   /** Called with the final size after the fsync, before the rename into new/; a throw keeps the copy out of new/. */
   beforeRename?(size: number): void | Promise<void>;
   /** Aborting stops the delivery before its next write or its rename; no file remains. */
@@ -151,14 +154,6 @@ async function mkdirMode(dir: string): Promise<boolean> {
   return true;
 }
 
-/** Writes every byte of `bytes` at the current position (write(2) may write less). */
-async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.byteLength) {
-    const { bytesWritten } = await fh.write(bytes, offset, bytes.byteLength - offset);
-    offset += bytesWritten;
-  }
-}
 
 export class MaildirStore {
   private readonly usageTtlMs: number;
@@ -278,7 +273,7 @@ export class MaildirStore {
   /** Writes tmp/, fsyncs, renames into new/, fsyncs new/. Resolves only when durable; on failure no file remains. */
   async deliver(user: string, content: Uint8Array | Readable | AsyncIterable<Uint8Array>, opts: DeliverOptions = {}): Promise<MessageInfo> {
     const dir = this.userDir(user);
-    const { signal, beforeWrite, beforeRename } = opts;
+    const { signal, beforeWrite, afterWrite, beforeRename } = opts;
     signal?.throwIfAborted();
     await this.prepareUser(user);
     const receivedAtMs = performance.timeOrigin + performance.now();
@@ -294,21 +289,18 @@ export class MaildirStore {
         signal?.throwIfAborted();
         await beforeWrite?.(content.byteLength);
         await fh.writeFile(content);
+        afterWrite?.(content.byteLength);
         size = content.byteLength;
       } else {
-        // pipeline pulls one chunk at a time (backpressure) and destroys the source on
-        // any error. The sink is a plain function rather than fh.createWriteStream():
-        // a FileHandle stream closes the handle itself, and we must fsync before close.
+        // pipeline destroys the source on any error; writeAhead keeps up to 1 MiB of
+        // writes in flight while the next chunks are made, and ends them all before it throws.
         size = 0;
+        const check = (): void => {
+          signal?.throwIfAborted();
+          if (this.removed.has(user)) throw this.gone(user); // deleted while this copy is written
+        };
         const sink = async (source: AsyncIterable<Uint8Array | string>) => {
-          for await (const chunk of source) {
-            const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-            signal?.throwIfAborted();
-            if (this.removed.has(user)) throw this.gone(user); // deleted while this copy is written
-            await beforeWrite?.(bytes.byteLength);
-            await writeAll(fh, bytes);
-            size += bytes.byteLength;
-          }
+          size = await writeAhead(fh, source, { check, beforeWrite, afterWrite });
         };
         await (signal ? pipeline(content, sink, { signal }) : pipeline(content, sink));
       }

@@ -300,6 +300,7 @@ export async function deliverMessage(
         const msg = await maildir.deliver(r.user.username, file, {
           signal,
           beforeWrite: (bytes) => res.beforeWrite(bytes),
+          afterWrite: (bytes) => res.afterWrite(bytes),
           beforeRename: (final) => res.settle(final),
         });
         stored.push({ user: r.user.username, msg });
@@ -372,6 +373,7 @@ export async function deliverMessage(
     for await (const c of rest(head, it, stream)) {
       await spoolSpace.beforeWrite(c.byteLength);
       await spool.write(c);
+      spoolSpace.afterWrite(c.byteLength);
       total += c.byteLength;
     }
     if (stream.sizeExceeded) throw new MessageTooBig();

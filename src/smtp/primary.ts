@@ -142,6 +142,7 @@ export async function startSmtpPrimary(deps: PrimaryDeps, count: number, spawn: 
     const run = async () => {
       if (m.op === 'reserve') await hold.res.reserve(m.n);
       else if (m.op === 'beforeWrite') await hold.res.beforeWrite(m.n);
+      else if (m.op === 'afterWrite') hold.res.afterWrite(m.n);
       else await hold.res.settle(m.n);
       return { held: hold.res.held };
     };

@@ -15,7 +15,7 @@ import { reply, SmtpReply } from './replies.js';
 import { FILE_SLACK, type Space, type SpaceHold } from './space.js';
 
 /** A hold's operation, as the server process applies it to its Reservation. */
-export type HoldOp = 'reserve' | 'beforeWrite' | 'settle';
+export type HoldOp = 'reserve' | 'beforeWrite' | 'afterWrite' | 'settle';
 
 /** Worker -> server process, about space. */
 export type SpaceMessage =
@@ -91,6 +91,10 @@ class RemoteHold implements SpaceHold {
     if (this.written + bytes + FILE_SLACK <= this.reserved) this.tell('beforeWrite', bytes);
     else await this.ask('beforeWrite', bytes);
     this.written += bytes;
+  }
+
+  afterWrite(bytes: number): void {
+    this.tell('afterWrite', bytes);
   }
 
   async settle(size: number): Promise<void> {

@@ -9,7 +9,8 @@
 //   reservations still expect to write, stays at or above limits.minFreeBytes.
 //
 // A copy reserves an estimate when its transaction reaches DATA, grows its reservation before
-// each chunk is written, and settles with its final size before the rename into new/. A check
+// each chunk is written (the chunk counts as written once its write has landed), and settles
+// with its final size before the rename into new/. A check
 // and the update it guards run without an await in between, so the in-flight sums are exact.
 import { statfs } from 'node:fs/promises';
 import type { Config } from '../config/index.js';
@@ -34,6 +35,8 @@ export interface SpaceHold {
   reserve(total: number): Promise<void>;
   /** Before a chunk of `bytes` is written: grows the reservation to cover it. */
   beforeWrite(bytes: number): Promise<void>;
+  /** Once that chunk's write has landed (a write that failed is never reported). */
+  afterWrite(bytes: number): void;
   /** Before the rename into new/: the final size is within the reservation, or grows it. */
   settle(size: number): Promise<void>;
   /** On any end. */
@@ -197,9 +200,13 @@ export class SpaceLedger implements Space {
     r.reserved = 0;
   }
 
-  /** Records `bytes` as written by `r` (they were reserved just before). */
+  /**
+   * Records `bytes` as written by `r`, once the write has landed: until then they count as
+   * expected (outstanding), so a statfs read while they are in flight cannot lose them.
+   */
   wrote(r: Reservation, bytes: number): void {
     this.written += bytes;
+    if (r.refused) this.dying += bytes; // landed after its refusal: comes back with its file
     const covered = Math.min(bytes, r.expected);
     r.expected -= covered;
     this.outstanding -= covered;
@@ -224,6 +231,8 @@ export class Reservation implements SpaceHold {
   reserved = 0;
   expected = 0;
   written = 0;
+  /** Bytes of writes issued (beforeWrite) that have not landed yet (afterWrite). */
+  pending = 0;
   refused = false;
   private settled = false;
   private released = false;
@@ -241,9 +250,15 @@ export class Reservation implements SpaceHold {
 
   /** Before a chunk of `bytes` is written: grows the reservation to cover it. */
   async beforeWrite(bytes: number): Promise<void> {
-    const need = this.written + bytes + FILE_SLACK - this.reserved;
+    const need = this.written + this.pending + bytes + FILE_SLACK - this.reserved;
     // What the estimate already holds for the disk is spent first; only the rest is new.
     await this.ledger.grow(this, need, true);
+    this.pending += bytes;
+  }
+
+  /** Once that chunk's write has landed. */
+  afterWrite(bytes: number): void {
+    this.pending -= bytes;
     this.ledger.wrote(this, bytes);
   }
 

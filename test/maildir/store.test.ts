@@ -1,5 +1,7 @@
 // MaildirStore against real files in temporary folders (kzymy's own Maildir code).
 import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -59,15 +61,16 @@ describe('MaildirStore', () => {
   const files = (user: string, sub: string) => readdir(path.join(root, user, sub));
 
   describe('deliver', () => {
-    it('creates folders 0700 and files 0600 even under a restrictive umask', async () => {
-      // 0277 would turn a plain mkdir 0700 into 0500 and open 0600 into 0400.
-      const old = process.umask(0o277);
-      let id: string;
-      try {
-        id = (await store.deliver('alice', Buffer.from('hello\r\n'))).id;
-      } finally {
-        process.umask(old);
-      }
+    it('creates folders 0700 and files 0600 even under a restrictive umask', async function () {
+      this.timeout(60_000);
+      // 0277 would turn a plain mkdir 0700 into 0500 and open 0600 into 0400. The store reads
+      // its process's umask once, as a server started under it would: so a process of its own.
+      const script = `import { MaildirStore } from './src/maildir/index.ts';
+        const s = new MaildirStore(process.argv[1]);
+        process.stdout.write((await s.deliver('alice', Buffer.from('hello\\r\\n'))).id);`;
+      const ROOT = path.resolve(import.meta.dirname, '..', '..');
+      const r = await promisify(execFile)('sh', ['-c', 'umask 0277 && exec "$0" --import tsx --input-type=module -e "$1" "$2"', process.execPath, script, root], { cwd: ROOT });
+      const id = r.stdout.trim();
       for (const dir of [root, path.join(root, 'alice'), ...['tmp', 'new', 'cur'].map((s) => path.join(root, 'alice', s))]) {
         const st = await stat(dir);
         expect(st.isDirectory(), dir).to.equal(true);

@@ -1,0 +1,63 @@
+// The space ledger alone, on a real file system with statfs read afresh at every check: bytes
+// of a write still in flight count against the disk floor until the write has landed, even
+// when statfs is read again meanwhile (it cannot see them yet), and the writes of a copy in
+// flight at once are all covered by its reservation.
+import { expect } from 'chai';
+import { mkdir, statfs } from 'node:fs/promises';
+import { loadConfig, type Config } from '../../src/config/index.js';
+import { MaildirStore } from '../../src/maildir/index.js';
+import { SpaceLedger } from '../../src/smtp/space.js';
+import { tempDir } from '../helpers/env.js';
+
+const MiB = 1024 * 1024;
+
+describe('SMTP space ledger: writes in flight', function () {
+  let dir: { dir: string; cleanup: () => Promise<void> };
+  let config: Config;
+
+  beforeEach(async function () {
+    dir = await tempDir('kzymy-ledger-');
+    const base = loadConfig({ cwd: dir.dir, env: { PATH: process.env.PATH, KZYMY_DATA_DIR: `${dir.dir}/data`, KZYMY_MAILDIR_ROOT: `${dir.dir}/maildirs`, KZYMY_TOR_MANAGE: '0', KZYMY_DOMAIN: 'kzymy.test' } });
+    config = { ...base, limits: { ...base.limits, minFreeBytes: 0, quotaBytes: 1024 * 1024 * MiB } };
+    await mkdir(config.maildirRoot, { mode: 0o700 });
+  });
+  afterEach(async function () {
+    await dir.cleanup();
+  });
+
+  async function diskFree(): Promise<number> {
+    const s = await statfs(config.maildirRoot);
+    return s.bavail * s.bsize;
+  }
+
+  it('counts a write that has not landed against the floor, across a fresh statfs reading', async function () {
+    const store = new MaildirStore(config.maildirRoot);
+    await store.ensureUser('alice');
+    const ledger = new SpaceLedger(config, store, 0); // statfs read again at every check
+    const before = await diskFree();
+    const r = ledger.open('alice');
+    // 64 MiB announced as being written, not on the disk yet (as while a write is in flight).
+    await r.beforeWrite(64 * MiB);
+    const during = await ledger.freeBytes();
+    // Other programs may write meanwhile: a wide margin, far from the 64 MiB at stake.
+    expect(before - during, 'bytes in flight taken off the free space').to.be.above(48 * MiB);
+    r.afterWrite(64 * MiB);
+    r.release();
+  });
+
+  it('covers every write in flight of one copy: the reservation grows by each, not by the last', async function () {
+    const store = new MaildirStore(config.maildirRoot);
+    await store.ensureUser('alice');
+    const ledger = new SpaceLedger(config, store, 0);
+    const r = ledger.open('alice');
+    await r.reserve(MiB);
+    for (let i = 0; i < 8; i++) await r.beforeWrite(MiB); // 8 writes in flight at once
+    expect(r.reserved, 'reserved').to.be.at.least(8 * MiB);
+    expect(ledger.inFlight('alice')).to.be.at.least(8 * MiB);
+    for (let i = 0; i < 8; i++) r.afterWrite(MiB);
+    await r.settle(8 * MiB);
+    expect(r.reserved).to.be.at.least(8 * MiB);
+    r.release();
+    expect(ledger.inFlight('alice')).to.equal(0);
+  });
+});
