@@ -37,7 +37,7 @@ import { pipeline } from 'node:stream/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import cliProgress from 'cli-progress';
 import { Header, Pack, ReadEntry, extract, list } from 'tar';
-import type { Config } from '../config/index.js';
+import { UserError, type Config } from '../config/index.js';
 import { errnoCode, errnoPhrase } from '../config/errno.js';
 import { exportRegistry, openRegistry, RegistryError } from '../registry/index.js';
 import { isValidId, isValidUsername, MaildirStore } from '../maildir/index.js';
@@ -69,7 +69,7 @@ interface Manifest {
 }
 
 /** An error whose message is the whole sentence for the operator. */
-class BackupError extends Error {}
+class BackupError extends UserError {}
 
 const gzipped = (file: string) => /\.(tgz|gz)$/i.test(file);
 const baseOf = (id: string) => (id.includes(':') ? id.slice(0, id.indexOf(':')) : id);

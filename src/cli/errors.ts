@@ -1,27 +1,29 @@
 // How both command lines end on a problem: one sentence on stderr, a meaningful exit
-// code, never a stack trace. KZYMY_DEBUG=1 adds the stack for developers.
-import { ConfigError } from '../config/index.js';
+// code, never a stack trace. A UserError is shown as it is; an error of the system (errno)
+// as a sentence about it; anything else is a bug, shown as one neutral sentence, its stack
+// added under KZYMY_DEBUG=1.
+import { EXIT_USAGE, UserError } from '../config/index.js';
 import { systemErrorSentence } from '../config/errno.js';
 
 /** Wrong usage: exit 2. */
-export class UsageError extends Error {
-  readonly exitCode = 2;
+export class UsageError extends UserError {
+  constructor(message: string) {
+    super(message, EXIT_USAGE);
+  }
+}
+
+/** What `prog` prints for `err`, and the exit code. */
+export function describeFailure(prog: string, err: unknown): { text: string; code: number } {
+  if (err instanceof UserError) return { text: err.message, code: err.exitCode };
+  const system = systemErrorSentence(err);
+  if (system !== null) return { text: system, code: 1 };
+  const name = err instanceof Error ? err.name : typeof err;
+  return { text: `${prog} stopped on an unexpected problem (${name}): run it again with KZYMY_DEBUG=1 to see where, and report it.`, code: 1 };
 }
 
 /** Exit codes: 1 a problem the user can fix, 2 wrong usage, 75 temporary (EX_TEMPFAIL). */
 export function exitWith(prog: string, err: unknown): never {
-  let code = 1;
-  let text: string;
-  const system = systemErrorSentence(err);
-  if (err instanceof ConfigError) text = err.message;
-  else if (system !== null && !(typeof (err as { exitCode?: unknown }).exitCode === 'number')) text = system;
-  else if (err instanceof Error && err.name !== 'Error' && !/^[A-Z]/.test(err.message)) {
-    text = `unexpected ${err.name}: ${err.message}`;
-  } else if (err instanceof Error) {
-    text = err.message;
-    const given = (err as { exitCode?: number }).exitCode;
-    if (typeof given === 'number') code = given;
-  } else text = String(err);
+  const { text, code } = describeFailure(prog, err);
   process.stderr.write(`${prog}: ${text}\n`);
   if (process.env.KZYMY_DEBUG === '1' && err instanceof Error && err.stack) process.stderr.write(err.stack + '\n');
   process.exit(code);

@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { access, chmod, constants, mkdir, readFile, statfs } from 'node:fs/promises';
 import { X509Certificate } from 'node:crypto';
 import path from 'node:path';
-import type { Config } from '../config/index.js';
+import { UserError, type Config } from '../config/index.js';
 import { checkPublicKey, keyRecord } from '../pgp/index.js';
 import { readOnionAddress } from '../tor/index.js';
 import { openStores, purge } from './server-app.js';
@@ -39,8 +39,8 @@ export async function init(config: Config, out: Out): Promise<void> {
     ]);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    if (e.code === 'ENOENT') throw new Error('openssl is needed to make the STARTTLS certificate: install it (apt-get install openssl) and run init again.');
-    throw new Error(`openssl could not make the certificate: ${String((err as { stderr?: string }).stderr ?? e.message).trim()}`);
+    if (e.code === 'ENOENT') throw new UserError('openssl is needed to make the STARTTLS certificate: install it (apt-get install openssl) and run init again.');
+    throw new UserError(`openssl could not make the certificate: ${String((err as { stderr?: string }).stderr ?? e.message).trim()}`);
   }
 
   await chmod(config.smtp.tlsKeyFile, 0o600);
@@ -112,7 +112,7 @@ export async function usersList(config: Config, out: Out, json: boolean): Promis
 export async function usersShow(config: Config, username: string, out: Out): Promise<void> {
   const { registry, maildir } = await openStores(config);
   const u = registry.get(username);
-  if (!u) throw new Error(`There is no user "${username}". "kzymy-server users list" shows them all.`);
+  if (!u) throw new UserError(`There is no user "${username}". "kzymy-server users list" shows them all.`);
   const usage = await maildir.usage(u.username);
   out(`username     ${u.username}`);
   out(`addresses    anything@${u.username}.${config.domain}`);
@@ -131,7 +131,7 @@ export async function usersAdd(config: Config, keyFile: string): Promise<string>
   try {
     input = await readFile(keyFile);
   } catch (err) {
-    throw new Error(`Cannot read the key file ${keyFile} (${(err as NodeJS.ErrnoException).code ?? 'error'}).`);
+    throw new UserError(`Cannot read the key file ${keyFile} (${(err as NodeJS.ErrnoException).code ?? 'error'}).`);
   }
   const key = await checkPublicKey(input);
   const { registry, maildir } = await openStores(config);
@@ -142,13 +142,13 @@ export async function usersAdd(config: Config, keyFile: string): Promise<string>
 
 export async function usersSetDisabled(config: Config, username: string, disabled: boolean): Promise<void> {
   const { registry } = await openStores(config);
-  if (!registry.get(username)) throw new Error(`There is no user "${username}".`);
+  if (!registry.get(username)) throw new UserError(`There is no user "${username}".`);
   await registry.setDisabled(username, disabled);
 }
 
 export async function usersDelete(config: Config, username: string): Promise<void> {
   const { registry, maildir } = await openStores(config);
-  if (!registry.get(username)) throw new Error(`There is no user "${username}".`);
+  if (!registry.get(username)) throw new UserError(`There is no user "${username}".`);
   await registry.remove(username);
   await maildir.removeUser(username);
 }

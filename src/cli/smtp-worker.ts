@@ -4,7 +4,7 @@
 // server process passes it (src/smtp/primary.ts). It ends when told to or on SIGTERM/SIGINT,
 // after the transactions in flight; at once when the server process is gone.
 import type { Socket } from 'node:net';
-import type { Config } from '../config/index.js';
+import { UserError, type Config } from '../config/index.js';
 import { createLogger } from '../config/log.js';
 import { openRegistry, type Registry } from '../registry/index.js';
 import { KeyCache } from '../pgp/index.js';
@@ -79,7 +79,7 @@ async function init(msg: WorkerInit): Promise<void> {
     for (const e of early.splice(0)) worker.accept(e.cid, e.socket);
     channel.notify({ t: 'ready' } satisfies FromWorker);
   } catch (err) {
-    logger.error({ evt: 'smtp-worker-failed', err: errorName(err) }, err instanceof Error && err.name !== 'Error' ? err.message : 'the SMTP worker could not start');
+    logger.error({ evt: 'smtp-worker-failed', err: errorName(err) }, err instanceof UserError ? err.message : 'the SMTP worker could not start');
     process.exit(1);
   }
 }

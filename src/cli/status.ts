@@ -10,7 +10,7 @@ import path from 'node:path';
 import { Resolver } from 'node:dns/promises';
 import { X509Certificate } from 'node:crypto';
 import { chmod, readFile, statfs, unlink } from 'node:fs/promises';
-import type { Config } from '../config/index.js';
+import { UserError, type Config } from '../config/index.js';
 import type { Logger } from '../config/log.js';
 import type { Registry } from '../registry/index.js';
 import type { MaildirStore } from '../maildir/index.js';
@@ -115,7 +115,7 @@ export async function startControlSocket(config: Config, build: () => Promise<St
     return { close: async () => undefined };
   }
   if (await answers(file)) {
-    throw new Error(`Another kzymy-server is running with the data dir ${config.dataDir} (it answers on ${file}): stop it first, or give this one another dataDir.`);
+    throw new UserError(`Another kzymy-server is running with the data dir ${config.dataDir} (it answers on ${file}): stop it first, or give this one another dataDir.`);
   }
   await unlink(file).catch(() => undefined);
 
@@ -175,14 +175,14 @@ export function requestStatus(file: string, timeoutMs = 15_000): Promise<StatusD
       res.on('end', () => {
         try {
           const j = JSON.parse(body) as StatusDocument & { error?: string };
-          if (res.statusCode !== 200) return reject(new Error(j.error ?? `The server answered ${res.statusCode}.`));
+          if (res.statusCode !== 200) return reject(new UserError(j.error ?? `The server answered ${res.statusCode}.`));
           resolve(j);
         } catch {
-          reject(new Error(`The server's answer on ${file} is not a status document.`));
+          reject(new UserError(`The server's answer on ${file} is not a status document.`));
         }
       });
     });
-    req.on('timeout', () => req.destroy(Object.assign(new Error(`The server did not answer on ${file} within ${timeoutMs / 1000} s.`), { code: 'ETIMEDOUT' })));
+    req.on('timeout', () => req.destroy(Object.assign(new UserError(`The server did not answer on ${file} within ${timeoutMs / 1000} s.`), { code: 'ETIMEDOUT' })));
     req.on('error', reject);
   });
 }
@@ -398,7 +398,7 @@ export async function status(config: Config, out: (line: string) => void, err: (
       else err(text);
       return NO_SERVER_EXIT;
     }
-    if (code === 'EACCES') throw new Error(`${file} cannot be opened (permission denied): run status as the user that runs kzymy-server.`);
+    if (code === 'EACCES') throw new UserError(`${file} cannot be opened (permission denied): run status as the user that runs kzymy-server.`);
     throw e;
   }
   const direct = await askSystemTor(config, doc);

@@ -1,6 +1,5 @@
-// kzymy-client's errors: one sentence for the user and an exit code.
-// The class keeps the name "Error" so that src/cli/errors.ts prints the sentence as it is
-// and honours `exitCode`.
+// kzymy-client's errors: one sentence for the user and an exit code (UserError).
+import { EXIT_FIX, EXIT_TEMPFAIL, EXIT_USAGE, UserError } from '../config/user-error.js';
 
 /**
  * Exit codes of kzymy-client: 1 a problem the user can fix, 2 wrong usage, 8 another fetch
@@ -8,9 +7,7 @@
  * (EX_TEMPFAIL), 76 the server misbehaved (EX_PROTOCOL: it sent what kzymy's protocol never
  * sends, such as a challenge that is not in kzymy's format, or a fingerprint other than the key's).
  */
-export const EXIT_FIX = 1;
-export const EXIT_USAGE = 2;
-export const EXIT_TEMPFAIL = 75;
+export { EXIT_FIX, EXIT_TEMPFAIL, EXIT_USAGE };
 export const EXIT_PROTOCOL = 76;
 
 /**
@@ -27,12 +24,9 @@ export function printable(text: string): string {
   /* eslint-enable no-control-regex */
 }
 
-export class ClientError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode: number = EXIT_FIX,
-  ) {
-    super(message);
+export class ClientError extends UserError {
+  constructor(message: string, exitCode: number = EXIT_FIX, options?: ErrorOptions) {
+    super(message, exitCode, options);
   }
 
   get temporary(): boolean {

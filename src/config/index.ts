@@ -5,8 +5,10 @@ import path from 'node:path';
 import net from 'node:net';
 import os from 'node:os';
 import { isLoopbackHost } from './hosts.js';
+import { UserError } from './user-error.js';
 
 export { isLoopbackHost };
+export { EXIT_FIX, EXIT_TEMPFAIL, EXIT_USAGE, UserError } from './user-error.js';
 
 export interface SmtpConfig {
   host: string;
@@ -119,10 +121,9 @@ export interface Config {
   source: { file: string | null };
 }
 
-export class ConfigError extends Error {
+export class ConfigError extends UserError {
   constructor(readonly problems: string[]) {
     super(`The configuration has ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n- ${problems.join('\n- ')}`);
-    this.name = 'ConfigError';
   }
 }
 

@@ -1,4 +1,5 @@
 // Types and the error class of kzymy's Maildir store (the project's own code).
+import { UserError } from '../config/index.js';
 
 export interface MessageInfo {
   /** Opaque id: the file's base name (maildir(5) unique name). */
@@ -16,7 +17,7 @@ export interface Usage {
 export type MaildirErrorCode = 'bad-id' | 'bad-user' | 'not-found';
 
 /** A refusal the caller can show as is: `message` is one human sentence, no stack text. */
-export class MaildirError extends Error {
+export class MaildirError extends UserError {
   constructor(
     readonly code: MaildirErrorCode,
     message: string,

@@ -4,6 +4,7 @@
 // ever carries anything taken from the input (a pasted secret key must not be echoed).
 import { config as defaultConfig, enums, readKey, readKeys, unarmor } from 'openpgp';
 import type { Config, Key, PublicKey, Subkey } from 'openpgp';
+import { UserError } from '../config/index.js';
 
 /** Why a key was refused. */
 export type KeyProblem =
@@ -20,7 +21,7 @@ export type KeyProblem =
   | 'dsa-elgamal';
 
 /** A refusal with a human sentence as its message, safe to show to the user. */
-export class KeyError extends Error {
+export class KeyError extends UserError {
   constructor(
     readonly code: KeyProblem,
     message: string,

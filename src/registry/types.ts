@@ -2,6 +2,7 @@
 // Records are frozen: a reader can keep one as long as it likes and can never change
 // the registry through it; every change goes through a method that returns only once
 // the change is durable.
+import { UserError } from '../config/index.js';
 
 /** One account. Public data only: never a secret key, a password, or anything that locates the user. */
 export interface User {
@@ -37,13 +38,13 @@ export type RegistryErrorCode =
   | 'missing'
   | 'write-failed';
 
-export class RegistryError extends Error {
+export class RegistryError extends UserError {
   constructor(
     readonly code: RegistryErrorCode,
     message: string,
     options?: { cause?: unknown },
   ) {
-    super(message, options);
+    super(message, 1, options);
     this.name = 'RegistryError';
   }
 }

@@ -30,6 +30,7 @@ import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
+import { UserError } from '../config/index.js';
 import { feedDataStream } from './data-stream.js';
 import { ConnectionDeadlines, type ConnectionState, type DeadlineOptions, type ParserState } from './deadlines.js';
 
@@ -148,14 +149,14 @@ function checkParser(): void {
     typeof probe._atDataStart === 'boolean' &&
     '_dataStream' in probe;
   stream.destroy();
-  if (!ok) throw new Error("This version of smtp-server's SMTPStream differs from the one kzymy's deadline patch was written for; the patch needs review.");
+  if (!ok) throw new UserError("This version of smtp-server's SMTPStream differs from the one kzymy's deadline patch was written for; the patch needs review.");
 }
 
 export function applySmtpServerPatches(): void {
   if (applied) return;
   const changed = reviewedDifferences();
   if (changed.length) {
-    throw new Error(
+    throw new UserError(
       `smtp-server ${installedSmtpServerVersion()} is not the ${REVIEWED_VERSION} that kzymy's patches (src/smtp/patches.ts) were reviewed against: ` +
         `${changed.join(', ')} changed. Install smtp-server ${REVIEWED_VERSION} (npm ci), or review the patches for this version.`,
     );

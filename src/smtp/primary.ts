@@ -8,7 +8,7 @@
 // from disk again. Nothing it acknowledged is lost: a 250 is sent only after the fsyncs.
 import { fork, type ChildProcess } from 'node:child_process';
 import net, { type AddressInfo, type Socket } from 'node:net';
-import type { Config } from '../config/index.js';
+import { UserError, type Config } from '../config/index.js';
 import type { Logger } from '../config/log.js';
 import type { MaildirStore, StoreChange } from '../maildir/index.js';
 import { Channel } from './channel.js';
@@ -224,7 +224,7 @@ export async function startSmtpPrimary(deps: PrimaryDeps, count: number, spawn: 
       slot.pid = child.pid ?? 0;
       const pid = slot.pid;
       const timer = setTimeout(() => {
-        reject(new Error(`SMTP worker ${slot.index} did not start within ${START_MS / 1000} s.`));
+        reject(new UserError(`SMTP worker ${slot.index} did not start within ${START_MS / 1000} s.`));
         child.kill('SIGKILL');
       }, START_MS);
       const channel = new Channel(
@@ -247,7 +247,7 @@ export async function startSmtpPrimary(deps: PrimaryDeps, count: number, spawn: 
         clearTimeout(timer);
         const wasReady = slot.ready;
         bury(slot, pid);
-        if (!wasReady) reject(new Error(`An SMTP worker process could not start (${signal ?? `exit code ${code}`}); the lines above say why.`));
+        if (!wasReady) reject(new UserError(`An SMTP worker process could not start (${signal ?? `exit code ${code}`}); the lines above say why.`));
         if (closing) return;
         logger.error({ evt: 'smtp-worker-exited', worker: slot.index, code, signal }, 'an SMTP worker process ended; starting another');
         setTimeout(() => {

@@ -5,6 +5,7 @@
 import net from 'node:net';
 import { readFile } from 'node:fs/promises';
 import type { Logger } from '../config/log.js';
+import { UserError } from '../config/index.js';
 
 export interface TorBootstrap {
   percent: number;
@@ -126,7 +127,7 @@ class ControlConnection {
     this.sock.write(`${cmd}\r\n`);
     const lines = await reply;
     const last = lines[lines.length - 1] ?? '';
-    if (!last.startsWith('250')) throw new Error(`tor refused ${cmd.split(' ')[0]}: ${last}`);
+    if (!last.startsWith('250')) throw new UserError(`tor refused ${cmd.split(' ')[0]}: ${last}`);
     return lines;
   }
 
@@ -145,12 +146,12 @@ async function authenticate(c: ControlConnection): Promise<void> {
     return;
   }
   const file = parseKeywords(auth?.[2] ?? '').COOKIEFILE;
-  if (!methods.includes('COOKIE') || !file) throw new Error('tor asks for a control password; kzymy reads only cookie authentication');
+  if (!methods.includes('COOKIE') || !file) throw new UserError('tor asks for a control password; kzymy reads only cookie authentication');
   let cookie: Buffer;
   try {
     cookie = await readFile(file);
   } catch (err) {
-    throw new Error(`tor's control cookie ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw new UserError(`tor's control cookie ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
   await c.command(`AUTHENTICATE ${cookie.toString('hex')}`);
 }
@@ -310,7 +311,7 @@ export async function askTor(socket: string, onion: string | null, timeoutMs = 1
     return { bootstrap, descriptor };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    throw timedOut ? new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`) : e;
+    throw timedOut ? new UserError(`no answer within ${Math.round(timeoutMs / 1000)} s`) : e;
   } finally {
     clearTimeout(timer);
     c.close();

@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import type { Config } from '../config/index.js';
+import { UserError, type Config } from '../config/index.js';
 import type { Logger } from '../config/log.js';
 import { readOnionAddress } from './onion.js';
 import { renderTorrc, torrcTemplatePath, torrcValue } from './torrc.js';
@@ -70,7 +70,7 @@ export async function startManagedTor(opts: StartManagedTorOptions): Promise<Man
   const { binary, dataDir, hostnameFile } = config.tor;
   const hsDir = path.dirname(hostnameFile);
   if (config.web.port === 0) {
-    throw new Error('tor needs the web listener\'s real port: start the web listener before tor (web.port is 0, "any free port").');
+    throw new UserError('tor needs the web listener\'s real port: start the web listener before tor (web.port is 0, "any free port").');
   }
 
   const templatePath = torrcTemplatePath();
@@ -78,7 +78,7 @@ export async function startManagedTor(opts: StartManagedTorOptions): Promise<Man
   try {
     template = await readFile(templatePath, 'utf8');
   } catch (err) {
-    throw new Error(`The torrc template ${templatePath} cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)}).`);
+    throw new UserError(`The torrc template ${templatePath} cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)}).`);
   }
   const torrc = managedTorrc(template, config);
 
@@ -149,12 +149,12 @@ export async function startManagedTor(opts: StartManagedTorOptions): Promise<Man
     if (err) {
       await stop();
       if (err.code === 'ENOENT') {
-        throw new Error(`tor was not found: "${binary}" is not an installed program (install tor, or set tor.binary, or set tor.manage to false and run tor yourself).`);
+        throw new UserError(`tor was not found: "${binary}" is not an installed program (install tor, or set tor.binary, or set tor.manage to false and run tor yourself).`);
       }
-      if (err.code === 'EACCES') throw new Error(`tor cannot be started: "${binary}" is not executable.`);
-      throw new Error(`tor cannot be started from "${binary}" (${err.code ?? err.message}).`);
+      if (err.code === 'EACCES') throw new UserError(`tor cannot be started: "${binary}" is not executable.`);
+      throw new UserError(`tor cannot be started from "${binary}" (${err.code ?? err.message}).`);
     }
-    if (exited) throw new Error(describeExit());
+    if (exited) throw new UserError(describeExit());
     let address: string | null = null;
     try {
       address = await readOnionAddress(hostnameFile);
@@ -169,7 +169,7 @@ export async function startManagedTor(opts: StartManagedTorOptions): Promise<Man
     }
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(
+      throw new UserError(
         `tor did not write the onion hostname ${hostnameFile} within ${Math.round(timeoutMs / 1000)} s${tail()}`,
       );
     }

@@ -1,6 +1,7 @@
 // The onion address tor writes into `HiddenServiceDir/hostname`.
 import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
+import { UserError } from '../config/index.js';
 
 const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
 
@@ -48,14 +49,14 @@ export async function readOnionAddress(hostnameFile: string): Promise<string | n
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') return null;
     if (e.code === 'EACCES') {
-      throw new Error(`The onion hostname file ${hostnameFile} cannot be read: permission denied (the kzymy user needs read access to it).`);
+      throw new UserError(`The onion hostname file ${hostnameFile} cannot be read: permission denied (the kzymy user needs read access to it).`);
     }
-    throw new Error(`The onion hostname file ${hostnameFile} cannot be read (${e.code ?? e.message}).`);
+    throw new UserError(`The onion hostname file ${hostnameFile} cannot be read (${e.code ?? e.message}).`);
   }
   const address = text.trim().toLowerCase();
   if (address === '') return null;
   if (!isV3Onion(address)) {
-    throw new Error(`The file ${hostnameFile} does not hold a v3 onion address (56 base32 characters and ".onion").`);
+    throw new UserError(`The file ${hostnameFile} does not hold a v3 onion address (56 base32 characters and ".onion").`);
   }
   return address;
 }

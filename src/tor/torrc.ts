@@ -2,6 +2,7 @@
 // The same template serves kzymy's managed tor and the appliance's system tor.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { UserError } from '../config/index.js';
 
 export interface TorrcValues {
   /** Folder where tor keeps the onion service's keys and writes `hostname`. */
@@ -22,7 +23,7 @@ export function torrcTemplatePath(): string {
 
 /** A torrc value: bare when safe, else a quoted string with C escapes (tor accepts both). */
 export function torrcValue(value: string): string {
-  if (/[\r\n\0]/.test(value)) throw new Error(`A torrc value cannot contain a line break: ${JSON.stringify(value)}.`);
+  if (/[\r\n\0]/.test(value)) throw new UserError(`A torrc value cannot contain a line break: ${JSON.stringify(value)}.`);
   if (value !== '' && !/[\s#"\\]/.test(value)) return value;
   return `"${value.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
 }
@@ -31,13 +32,13 @@ export function torrcValue(value: string): string {
 export function renderTorrc(template: string, values: TorrcValues): string {
   const { hiddenServiceDir, webHost, webPort } = values;
   if (!path.isAbsolute(hiddenServiceDir)) {
-    throw new Error(`The onion service folder must be an absolute path; "${hiddenServiceDir}" is not.`);
+    throw new UserError(`The onion service folder must be an absolute path; "${hiddenServiceDir}" is not.`);
   }
   if (!Number.isInteger(webPort) || webPort < 1 || webPort > 65535) {
-    throw new Error(`tor needs the web listener's real port (1-65535) to publish it; ${webPort} is not one.`);
+    throw new UserError(`tor needs the web listener's real port (1-65535) to publish it; ${webPort} is not one.`);
   }
   if (!/^[A-Za-z0-9.:-]+$/.test(webHost)) {
-    throw new Error(`The web host "${webHost}" cannot be written into a torrc.`);
+    throw new UserError(`The web host "${webHost}" cannot be written into a torrc.`);
   }
   // An IPv6 address needs brackets in HiddenServicePort's target.
   const host = webHost.includes(':') ? `[${webHost}]` : webHost;
@@ -48,10 +49,10 @@ export function renderTorrc(template: string, values: TorrcValues): string {
   };
   const out = template.replace(/\{\{\s*([A-Z0-9_]+)\s*\}\}/g, (_m, name: string) => {
     const v = fields[name];
-    if (v === undefined) throw new Error(`The torrc template has an unknown field {{${name}}}.`);
+    if (v === undefined) throw new UserError(`The torrc template has an unknown field {{${name}}}.`);
     return v;
   });
   const left = out.split('\n').find((l) => !l.trimStart().startsWith('#') && l.includes('{{'));
-  if (left) throw new Error(`The torrc template has a malformed field in: ${left.trim()}`);
+  if (left) throw new UserError(`The torrc template has a malformed field in: ${left.trim()}`);
   return out;
 }

@@ -2,7 +2,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
-import { isLoopbackHost } from '../config/index.js';
+import { isLoopbackHost, UserError } from '../config/index.js';
 import { apiRouter } from './api.js';
 import { createWeb } from './context.js';
 import { errorHandler } from './errors.js';
@@ -47,7 +47,7 @@ export interface WebServer {
 export async function startWeb(deps: WebDeps): Promise<WebServer> {
   const { host, port } = deps.config.web;
   if (!isLoopbackHost(host)) {
-    throw new Error(
+    throw new UserError(
       `The web listener must stay on loopback (127.0.0.1 or ::1) so that it is reachable only through the onion service; "${host}" is not.`,
     );
   }
