@@ -8,7 +8,7 @@ import type { Logger } from '../config/log.js';
 import { openRegistry, RegistryError, type Registry } from '../registry/index.js';
 import { KeyCache } from '../pgp/index.js';
 import { MaildirStore } from '../maildir/index.js';
-import { startSmtp, errorName, type SmtpListener } from '../smtp/server.js';
+import { startSmtp, type SmtpListener } from '../smtp/server.js';
 import { startSmtpPrimary, type WorkerInit } from '../smtp/primary.js';
 import { readOnionAddress, startManagedTor, watchTor, type ManagedTor, type TorWatch } from '../tor/index.js';
 import { startWeb, sendExpiryNotices } from '../web/index.js';
@@ -176,7 +176,7 @@ export async function runServer(config: Config, logger: Logger, opts: RunOptions
   const retention = setInterval(() => {
     purge(config, maildir).then(
       (r) => r.count && logger.info({ evt: 'purged', count: r.count, bytes: r.bytes }),
-      (err) => logger.error({ evt: 'purge-failed', err: errorName(err) }),
+      (err) => logger.error({ evt: 'purge-failed', err }),
     );
   }, HOUR);
   retention.unref();
@@ -186,7 +186,7 @@ export async function runServer(config: Config, logger: Logger, opts: RunOptions
   const notify = () =>
     sendExpiryNotices({ config, registry, maildir, keys, logger, onionAddress: () => onion }, new Date()).then(
       (n) => n && logger.info({ evt: 'expiry-notices', count: n }),
-      (err) => logger.error({ evt: 'expiry-notices-failed', err: errorName(err) }),
+      (err) => logger.error({ evt: 'expiry-notices-failed', err }),
     );
   const notices = setInterval(notify, 6 * HOUR);
   notices.unref();

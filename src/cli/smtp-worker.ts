@@ -11,7 +11,6 @@ import { KeyCache } from '../pgp/index.js';
 import { MaildirStore } from '../maildir/index.js';
 import { Channel } from '../smtp/channel.js';
 import { flattenReply, reviveReply } from '../smtp/remote-space.js';
-import { errorName } from '../smtp/server.js';
 import { startSmtpWorker, type FromWorker, type SmtpWorker, type ToWorker } from '../smtp/worker.js';
 import type { WorkerInit } from '../smtp/primary.js';
 import { quietExperimentalCryptoWarnings } from './warnings.js';
@@ -79,7 +78,7 @@ async function init(msg: WorkerInit): Promise<void> {
     for (const e of early.splice(0)) worker.accept(e.cid, e.socket);
     channel.notify({ t: 'ready' } satisfies FromWorker);
   } catch (err) {
-    logger.error({ evt: 'smtp-worker-failed', err: errorName(err) }, err instanceof UserError ? err.message : 'the SMTP worker could not start');
+    logger.error({ evt: 'smtp-worker-failed', err }, err instanceof UserError ? err.message : 'the SMTP worker could not start');
     process.exit(1);
   }
 }

@@ -375,7 +375,7 @@ export class LowdbRegistry implements Registry {
         },
         (err) => {
           // Keep following: one bad read must not hide every later change.
-          if (!this.failing) this.opts.logger?.warn({ evt: 'registry-read-failed', err: { name: (err as Error).name, code: errno(err) } });
+          if (!this.failing) this.opts.logger?.warn({ evt: 'registry-read-failed', err });
           this.failing = true;
         },
       );
@@ -605,7 +605,7 @@ export class LowdbRegistry implements Registry {
     if (this.offset < threshold) return;
     this.compacting = this.compact()
       .then(() => undefined)
-      .catch((err) => this.opts.logger?.warn({ evt: 'registry-compact-failed', err: { name: (err as Error).name, code: errno(err) } }))
+      .catch((err) => this.opts.logger?.warn({ evt: 'registry-compact-failed', err }))
       .finally(() => {
         this.compacting = null;
       });

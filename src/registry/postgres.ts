@@ -264,7 +264,7 @@ export class PostgresRegistry implements Registry {
           this.failing = false;
         },
         (err) => {
-          if (!this.failing) this.opts.logger?.warn({ evt: 'registry-read-failed', err: { name: (err as Error).name, code: (err as { code?: string }).code } });
+          if (!this.failing) this.opts.logger?.warn({ evt: 'registry-read-failed', err });
           this.failing = true;
         },
       );
@@ -377,7 +377,7 @@ export class PostgresRegistry implements Registry {
       throw this.asError(err, true);
     }
     // Committed: the change is durable. Read it (and whatever came before it) into memory.
-    await this.catchUp().catch((err) => this.opts.logger?.warn({ evt: 'registry-read-failed', err: { name: (err as Error).name, code: (err as { code?: string }).code } }));
+    await this.catchUp().catch((err) => this.opts.logger?.warn({ evt: 'registry-read-failed', err }));
     return out;
   }
 
@@ -511,7 +511,7 @@ export class PostgresRegistry implements Registry {
     // Clears the dead rows from the table files now rather than at the next autovacuum.
     // Best effort: it needs the tables' owner, and a failure leaves the deletion done.
     await this.pool.query('VACUUM users, public_keys').catch((err) =>
-      this.opts.logger?.warn({ evt: 'registry-vacuum-failed', err: { name: (err as Error).name, code: (err as { code?: string }).code } }, 'could not VACUUM after deleting an account'),
+      this.opts.logger?.warn({ evt: 'registry-vacuum-failed', err }, 'could not VACUUM after deleting an account'),
     );
   }
 }

@@ -15,7 +15,7 @@ import { Channel } from './channel.js';
 import { ReplyCounter } from './counters.js';
 import { flattenReply, reviveReply, type SpaceMessage } from './remote-space.js';
 import { reply, type SmtpReply } from './replies.js';
-import { errorName, type SmtpListener } from './server.js';
+import type { SmtpListener } from './server.js';
 import { SourceCounter } from './sources.js';
 import { SpaceLedger, type Reservation } from './space.js';
 import type { FromWorker, ToWorker } from './worker.js';
@@ -127,7 +127,7 @@ export async function startSmtpPrimary(deps: PrimaryDeps, count: number, spawn: 
     slot.conns.add(cid);
     slot.inTransit.set(cid, socket);
   });
-  listener.on('error', (err) => logger.warn({ evt: 'smtp-error', err: errorName(err) }));
+  listener.on('error', (err) => logger.warn({ evt: 'smtp-error', err }));
 
   // Every hold of a worker, in the order its messages came.
   const onHold = (slot: Slot, m: Extract<SpaceMessage, { t: 'hold' }>): Promise<{ held: number }> => {
@@ -213,7 +213,7 @@ export async function startSmtpPrimary(deps: PrimaryDeps, count: number, spawn: 
     for (const u of users) maildir.forgetUsage(u);
     maildir.cleanTmp((name) => name.includes(`P${pid}Q`)).then(
       (n) => n && logger.info({ evt: 'tmp-cleaned', files: n, worker: slot.index }, 'removed the unfinished files of a worker that died'),
-      (err) => logger.warn({ evt: 'tmp-clean-failed', err: errorName(err) }),
+      (err) => logger.warn({ evt: 'tmp-clean-failed', err }),
     );
   };
 
@@ -251,7 +251,7 @@ export async function startSmtpPrimary(deps: PrimaryDeps, count: number, spawn: 
         if (closing) return;
         logger.error({ evt: 'smtp-worker-exited', worker: slot.index, code, signal }, 'an SMTP worker process ended; starting another');
         setTimeout(() => {
-          if (!closing) start(slot).catch((err: unknown) => logger.error({ evt: 'smtp-worker-failed', worker: slot.index, err: errorName(err) }));
+          if (!closing) start(slot).catch((err: unknown) => logger.error({ evt: 'smtp-worker-failed', worker: slot.index, err }));
         }, RESPAWN_MS).unref();
       });
       child.send([{ k: 'note', m: spawn.init(slot.index) }]);

@@ -144,7 +144,7 @@ export async function buildSmtp(deps: SmtpDeps, shared: SmtpShared): Promise<Smt
             logger.debug({ evt: 'rcpt-refused', cid: session.id, rcpt: address.address });
             return callback(refused(err));
           }
-          logger.error({ evt: 'rcpt-error', err: errorName(err) }, 'recipient check failed');
+          logger.error({ evt: 'rcpt-error', err }, 'recipient check failed');
           callback(refused(reply.storeFailed()));
         },
       );
@@ -191,7 +191,7 @@ export async function buildSmtp(deps: SmtpDeps, shared: SmtpShared): Promise<Smt
             return callback(refused(reply.storeFailed()));
           }
           // The error's text could in theory quote data; log its name and code only.
-          logger.error({ evt: 'store-failed', err: errorName(err), code: 451 }, 'message not stored');
+          logger.error({ evt: 'store-failed', err, code: 451 }, 'message not stored');
           callback(refused(reply.storeFailed()));
         },
       );
@@ -199,7 +199,7 @@ export async function buildSmtp(deps: SmtpDeps, shared: SmtpShared): Promise<Smt
   };
 
   const server = new SMTPServer(options);
-  server.on('error', (err) => logger.warn({ evt: 'smtp-error', err: errorName(err) }));
+  server.on('error', (err) => logger.warn({ evt: 'smtp-error', err }));
   return {
     server,
     replies,
@@ -247,10 +247,4 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
 
 function isGone(err: unknown): boolean {
   return err instanceof Error && /connection closed/i.test(err.message);
-}
-
-/** A name for an error that carries no message text (which might quote user data). */
-export function errorName(err: unknown): string {
-  if (err instanceof Error) return (err as NodeJS.ErrnoException).code ?? err.name;
-  return typeof err;
 }

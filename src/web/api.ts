@@ -95,7 +95,7 @@ export function apiRouter(web: Web): Router {
     } catch (err) {
       if (err instanceof WebError) throw err;
       const e = err as { name?: unknown; code?: unknown };
-      logger.error({ evt: 'auth-failed', step: what, err: { name: String(e.name ?? 'Error'), code: e.code === undefined ? undefined : String(e.code) } }, 'auth');
+      logger.error({ evt: 'auth-failed', step: what, err: e }, 'auth');
       throw new WebError(503, 'auth-unavailable', `The server could not complete this ${what} right now; nothing was changed. ${tryAgainIn(60).replace(/\.$/, '')}, and tell the operator if it keeps failing.`, { 'Retry-After': '60' });
     }
   };

@@ -76,7 +76,7 @@ export function errorHandler(logger: Logger) {
       }
       if (err instanceof RegistryError && err.code === 'write-failed') {
         // The sentence for the operator names server paths: the visitor gets her own.
-        logger.error({ evt: 'registry-write-failed', err: { name: err.name, code: (err.cause as { code?: string } | undefined)?.code } }, 'request failed');
+        logger.error({ evt: 'registry-write-failed', err }, 'request failed');
         ctx.set('Retry-After', '300');
         renderError(ctx, 503, 'not-saved', 'Your change could not be saved right now (the server is short of disk space or has a disk problem). Nothing was changed: try again in a few minutes.');
         return;
@@ -85,7 +85,7 @@ export function errorHandler(logger: Logger) {
       const status = typeof e.status === 'number' && e.status >= 400 && e.status < 600 ? e.status : 500;
       if (status >= 500) {
         // Name and code only: messages and stacks may carry paths, names or addresses.
-        logger.error({ err: { name: String(e.name ?? 'Error'), code: e.code === undefined ? undefined : String(e.code) } }, 'request failed');
+        logger.error({ err: e }, 'request failed');
       }
       const c = canned(status);
       renderError(ctx, status, c.code, c.message);

@@ -24,7 +24,7 @@ export function createWebApp(deps: WebDeps): Koa {
   app.silent = true;
   app.on('error', (err: { name?: string; code?: string }) => {
     if (err?.code === 'ECONNRESET' || err?.code === 'EPIPE' || err?.code === 'ERR_STREAM_PREMATURE_CLOSE') return;
-    deps.logger.warn({ err: { name: String(err?.name ?? 'Error'), code: err?.code } }, 'web stream error');
+    deps.logger.warn({ err }, 'web stream error');
   });
   const pages = pagesRouter(web);
   const api = apiRouter(web);

@@ -61,7 +61,7 @@ export async function sendExpiryNotices(deps: WebDeps, now: Date): Promise<numbe
       sent += await noticesFor(web, user, now);
     } catch (err) {
       const e = err as { name?: string; code?: string };
-      deps.logger.warn({ evt: 'notice-failed', err: { name: e.name, code: e.code } }, 'notices');
+      deps.logger.warn({ evt: 'notice-failed', err: e }, 'notices');
     }
   }
   if (sent > 0) deps.logger.info({ evt: 'expiry-notices', count: sent }, 'notices');

@@ -147,7 +147,7 @@ export async function confirmSignup(
     // Not saved (a full disk, say): the signup stays open, and the same code works on a retry.
     if (err instanceof RegistryError && err.code === 'write-failed') {
       pending.saveFailed = true;
-      logger.error({ evt: 'signup-save-failed', err: { name: err.name, code: (err.cause as NodeJS.ErrnoException | undefined)?.code } }, 'signup');
+      logger.error({ evt: 'signup-save-failed', err }, 'signup');
       throw new WebError(503, 'not-saved', 'Your account could not be saved right now (the server is short of disk space or has a disk problem). Nothing was lost: send the same code again in a few minutes.', { 'Retry-After': '300' });
     }
     throw err;
@@ -167,7 +167,7 @@ async function welcome(web: Web, user: User, server: { url: string; noTor: boole
   } catch (err) {
     // The account stands; only the welcome is missing. Name and code only in the log.
     const e = err as { name?: string; code?: string };
-    logger.warn({ evt: 'welcome-failed', err: { name: e.name, code: e.code } }, 'signup');
+    logger.warn({ evt: 'welcome-failed', err: e }, 'signup');
   }
   logger.info({ evt: 'signup-completed' }, 'signup');
   return user;
