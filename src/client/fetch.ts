@@ -12,49 +12,9 @@ import { ClientError, DeliveryError, EXIT_TEMPFAIL, printable } from './errors.j
 import type { Gnupg } from './gnupg.js';
 import type { DeliveredRecord } from './state.js';
 import { lockProfile } from './lock.js';
+import { Committer } from './commit.js';
+import { Stopper } from './stopper.js';
 import { humanBytes } from './format.js';
-
-/** Lets SIGINT/SIGTERM end a run cleanly: after the current message, or out of a sleep at once. */
-export class Stopper {
-  stopped = false;
-  /** Why the run must end (the profile lock was lost), thrown once it has stopped. */
-  reason: ClientError | null = null;
-  private wake: (() => void) | null = null;
-  private readonly onSignal = (): void => {
-    if (this.stopped) process.exit(130); // a second signal: stop now
-    this.stopped = true;
-    this.wake?.();
-  };
-
-  install(): void {
-    process.on('SIGINT', this.onSignal);
-    process.on('SIGTERM', this.onSignal);
-  }
-
-  uninstall(): void {
-    process.off('SIGINT', this.onSignal);
-    process.off('SIGTERM', this.onSignal);
-  }
-
-  /** Ends the run after the current message, with `reason` as its outcome. */
-  abort(reason: ClientError): void {
-    this.reason ??= reason;
-    this.stopped = true;
-    this.wake?.();
-  }
-
-  sleep(ms: number): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done(): void {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wake = done;
-    });
-  }
-}
 
 export interface FetchResult {
   waiting: number;
@@ -64,6 +24,8 @@ export interface FetchResult {
   acknowledgedOnly: number;
   failures: DeliveryError[];
 }
+
+export { Stopper };
 
 export interface FetchDeps {
   session: Session;
@@ -91,63 +53,6 @@ export const BATCH_ITEM_MAX = 256 * 1024;
 
 async function* once(bytes: Buffer): AsyncGenerator<Buffer> {
   yield bytes;
-}
-
-/**
- * What is delivered but not yet acknowledged, committed in batches: the ids go into the
- * delivery record (one fsync), then to the server in one acknowledgement. A batch starts as
- * soon as one delivery ends; deliveries ending meanwhile wait for the next one.
- */
-class Committer {
-  private pending: Array<{ id: string; size: number; earlier: boolean }> = [];
-  private running: Promise<void> | null = null;
-  failure: { err: unknown } | null = null;
-
-  constructor(
-    private readonly d: FetchDeps,
-    private readonly result: FetchResult,
-    private readonly progressed: (n: number) => void,
-  ) {}
-
-  /** `id` is delivered and durable (earlier: by an earlier run, already in the record). */
-  add(id: string, size: number, earlier: boolean): void {
-    this.pending.push({ id, size, earlier });
-    this.running ??= this.loop().finally(() => {
-      this.running = null;
-    });
-  }
-
-  private async loop(): Promise<void> {
-    while (this.pending.length > 0 && this.failure === null) {
-      const batch = this.pending.splice(0);
-      try {
-        await this.d.record.addMany(batch.filter((b) => !b.earlier).map((b) => b.id));
-        if (process.env.KZYMY_CLIENT_CRASH_AFTER_DELIVERY === '1') {
-          // FAULT INJECTION for tests only: die hard after delivery and before acknowledgement,
-          // the window the delivery record exists for.
-          process.kill(process.pid, 'SIGKILL');
-        }
-        await this.d.session.acknowledgeMany(batch.map((b) => b.id));
-      } catch (err) {
-        this.failure = { err };
-        return;
-      }
-      for (const b of batch) {
-        if (b.earlier) this.result.acknowledgedOnly++;
-        else {
-          this.result.delivered++;
-          this.result.bytes += b.size;
-        }
-      }
-      this.progressed(batch.length);
-    }
-  }
-
-  /** Resolves once everything added is committed; throws what stopped the commits. */
-  async flush(): Promise<void> {
-    while (this.running) await this.running;
-    if (this.failure) throw this.failure.err;
-  }
 }
 
 export async function fetchOnce(d: FetchDeps): Promise<FetchResult> {

@@ -9,6 +9,7 @@ import { chmod, lstat, mkdir, open, readdir, rename, rm, stat, unlink, type File
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { UsageTracker } from './usage.js';
 import { writeAhead } from './write-ahead.js';
 import { DirSyncer } from './dirsync.js';
 import { MaildirError, type MessageInfo, type Usage } from './errors.js';
@@ -66,25 +67,6 @@ interface Entry {
   dir: MessageDir;
   size: number;
   receivedAt: number;
-}
-
-/** Cached usage of one user's maildir, kept up to date by deliver/remove. */
-interface UsageCache {
-  count: number;
-  bytes: number;
-  oldest: number | null;
-  scannedAt: number;
-}
-
-/**
- * Changes made by this process while a usage scan of the same user is reading the
- * folders: the scan may or may not have seen them, so they are reconciled by base name
- * when it ends instead of being lost or counted twice.
- */
-interface ScanInFlight {
-  promise: Promise<UsageCache>;
-  added: Map<string, { size: number; receivedAt: number }>;
-  removed: Set<string>;
 }
 
 function badUser(): MaildirError {
@@ -156,22 +138,19 @@ async function mkdirMode(dir: string): Promise<boolean> {
 
 
 export class MaildirStore {
-  private readonly usageTtlMs: number;
-  private readonly now: () => number;
   /** Users whose folders this process has made or checked: deliver skips the mkdirs. */
   private readonly ready = new Map<string, Promise<void>>();
   /** Users removed by this process: a delivery still in flight must not bring their folder back. */
   private readonly removed = new Set<string>();
   private readonly syncers = new Map<string, DirSyncer>();
-  private readonly usageCache = new Map<string, UsageCache>();
-  private readonly scans = new Map<string, ScanInFlight>();
+  /** Each user's count, bytes and oldest message, kept current by this store's changes. */
+  private readonly usages: UsageTracker;
 
   constructor(
     readonly root: string,
     options: MaildirStoreOptions = {},
   ) {
-    this.usageTtlMs = options.usageTtlMs ?? 30_000;
-    this.now = options.now ?? Date.now;
+    this.usages = new UsageTracker(options.usageTtlMs ?? 30_000, options.now ?? Date.now, (user) => this.scan(this.userDir(user)));
     this.onChange = options.onChange;
     this.mayRecreate = options.mayRecreate;
   }
@@ -191,7 +170,7 @@ export class MaildirStore {
 
   /** Forgets the usage counted for `user`: the next usage() reads the folders again. */
   forgetUsage(user: string): void {
-    this.usageCache.delete(user);
+    this.usages.forget(user);
   }
 
   static isValidId(id: string): boolean {
@@ -455,27 +434,19 @@ export class MaildirStore {
    * remove and purge), or null when no scan is cached: then call usage() first.
    */
   cachedBytes(user: string): number | null {
-    return this.usageCache.get(user)?.bytes ?? null;
+    return this.usages.cachedBytes(user);
   }
 
   async usage(user: string): Promise<Usage> {
-    const dir = this.userDir(user);
-    let cached = this.usageCache.get(user);
-    if (!cached || this.now() - cached.scannedAt >= this.usageTtlMs) {
-      cached = await this.rescan(user, dir);
-    }
-    return {
-      count: cached.count,
-      bytes: cached.bytes,
-      oldest: cached.oldest === null ? null : new Date(Math.floor(cached.oldest)),
-    };
+    this.userDir(user); // a bad username throws here
+    return this.usages.usage(user);
   }
 
   async removeUser(user: string): Promise<void> {
     const dir = this.userDir(user);
     this.removed.add(user);
     this.ready.delete(user);
-    this.usageCache.delete(user);
+    this.usages.forget(user);
     for (const key of [...this.syncers.keys()]) {
       if (key === dir || key.startsWith(dir + path.sep)) this.syncers.delete(key);
     }
@@ -583,63 +554,13 @@ export class MaildirStore {
     return out;
   }
 
-  /** One scan per user at a time; changes made meanwhile are reconciled (see ScanInFlight). */
-  private rescan(user: string, dir: string): Promise<UsageCache> {
-    const inFlight = this.scans.get(user);
-    if (inFlight) return inFlight.promise;
-    const state: ScanInFlight = { promise: Promise.resolve(null as never), added: new Map(), removed: new Set() };
-    state.promise = (async () => {
-      try {
-        const scannedAt = this.now();
-        const byBase = new Map<string, { size: number; receivedAt: number }>();
-        for (const e of await this.scan(dir)) byBase.set(baseOf(e.id), e);
-        for (const [base, e] of state.added) byBase.set(base, e);
-        for (const base of state.removed) byBase.delete(base);
-        const cache: UsageCache = { count: 0, bytes: 0, oldest: null, scannedAt };
-        for (const e of byBase.values()) {
-          cache.count++;
-          cache.bytes += e.size;
-          if (cache.oldest === null || e.receivedAt < cache.oldest) cache.oldest = e.receivedAt;
-        }
-        this.usageCache.set(user, cache);
-        return cache;
-      } finally {
-        this.scans.delete(user);
-      }
-    })();
-    this.scans.set(user, state);
-    return state.promise;
-  }
-
   private noteAdded(user: string, id: string, size: number, receivedAt: number, own = true): void {
     if (own) this.onChange?.({ kind: 'added', user, id, size, receivedAt });
-    const scan = this.scans.get(user);
-    if (scan) {
-      scan.added.set(baseOf(id), { size, receivedAt });
-      scan.removed.delete(baseOf(id));
-    }
-    const c = this.usageCache.get(user);
-    if (!c) return;
-    c.count++;
-    c.bytes += size;
-    if (c.oldest === null || receivedAt < c.oldest) c.oldest = receivedAt;
+    this.usages.added(user, id, size, receivedAt);
   }
 
   private noteRemoved(user: string, id: string, size: number, receivedAt: number, own = true): void {
     if (own) this.onChange?.({ kind: 'removed', user, id, size, receivedAt });
-    const scan = this.scans.get(user);
-    if (scan) {
-      scan.removed.add(baseOf(id));
-      scan.added.delete(baseOf(id));
-    }
-    const c = this.usageCache.get(user);
-    if (!c) return;
-    if (c.oldest !== null && receivedAt <= c.oldest) {
-      // The next oldest is unknown without reading the folders: rescan on next usage().
-      this.usageCache.delete(user);
-      return;
-    }
-    c.count = Math.max(0, c.count - 1);
-    c.bytes = Math.max(0, c.bytes - size);
+    this.usages.removed(user, id, size, receivedAt);
   }
 }
