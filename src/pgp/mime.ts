@@ -126,9 +126,20 @@ function asUint8(chunk: unknown): Uint8Array {
   throw new TypeError('the message source must yield bytes');
 }
 
+async function* once(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
+  yield bytes;
+}
+
 /** Small messages: plaintext in memory (never on disk) -> the complete PGP/MIME file. */
 export async function encryptBufferToPgpMime(plaintext: Uint8Array, opts: EncryptOptions): Promise<Buffer> {
   const { head, tail } = envelope(opts);
+  // SEIPD v1 with AES in Node's crypto (seipd.ts), as for a streamed message; else openpgp.
+  const session = await seipdV1Session(opts.key, opts.date ?? new Date());
+  if (session) {
+    const parts: Buffer[] = [Buffer.from(session.keyPackets)];
+    for await (const c of session.encrypt(once(asUint8(plaintext)))) parts.push(c);
+    return Buffer.concat([head, armorMessage(Buffer.concat(parts)), tail]);
+  }
   const message = await createMessage({ binary: asUint8(plaintext), date: opts.date });
   const binary = await encrypt({ message, encryptionKeys: opts.key, format: 'binary', config: PGP_CONFIG });
   return Buffer.concat([head, armorMessage(binary), tail]);

@@ -10,7 +10,8 @@
 // `seipdV1Session` returns null and the caller uses openpgp's own encryption.
 //
 // The packets, as openpgp writes them for an uncompressed binary message:
-//   PKESK v3 ...  |  tag 18: 0x01, CFB(IV = 0) of
+//   PKESK v3 ...  | (./pkesk.ts for a Curve25519 ECDH key, else openpgp's)
+//                 |  tag 18: 0x01, CFB(IV = 0) of
 //                 |    16 random bytes, their last two again,
 //                 |    tag 11 literal data: 'b', no file name, the date (4 bytes), the bytes,
 //                 |    tag 19 MDC: 0xD3 0x14, SHA-1 of everything before it in the plaintext.
@@ -18,6 +19,7 @@
 import { createCipheriv, createHash, randomBytes, type Cipher, type Hash } from 'node:crypto';
 import { encryptSessionKey, generateSessionKey, type PublicKey } from 'openpgp';
 import { PGP_CONFIG } from './keys.js';
+import { curve25519Pkesk, header } from './pkesk.js';
 
 /** Bytes of every partial body chunk: 2^16 (a power of two, and at least the 512 the first needs). */
 const PARTIAL_LOG2 = 16;
@@ -27,21 +29,6 @@ const CIPHERS: Record<string, { name: string; block: number }> = {
   aes192: { name: 'aes-192-cfb', block: 16 },
   aes256: { name: 'aes-256-cfb', block: 16 },
 };
-
-/** A new-format packet header for a final (definite) body length. */
-function header(tag: number, length: number): Buffer {
-  const first = 0xc0 | tag;
-  if (length < 192) return Buffer.from([first, length]);
-  if (length < 8384) {
-    const l = length - 192;
-    return Buffer.from([first, (l >> 8) + 192, l & 0xff]);
-  }
-  const h = Buffer.alloc(6);
-  h[0] = first;
-  h[1] = 0xff;
-  h.writeUInt32BE(length, 2);
-  return h;
-}
 
 /**
  * The body of one packet of unknown length, cut into 64 KiB partial chunks as it comes.
@@ -91,8 +78,10 @@ export async function seipdV1Session(key: PublicKey, date: Date): Promise<SeipdS
   const sessionKey = await generateSessionKey({ encryptionKeys: key, config: PGP_CONFIG });
   const cipher = CIPHERS[sessionKey.algorithm];
   if (sessionKey.aeadAlgorithm || !cipher) return null;
-  const keyPackets = await encryptSessionKey({ ...sessionKey, encryptionKeys: key, format: 'binary', config: PGP_CONFIG });
   const k = Buffer.from(sessionKey.data);
+  const keyPackets =
+    (await curve25519Pkesk(key, sessionKey.algorithm, k)) ??
+    (await encryptSessionKey({ ...sessionKey, encryptionKeys: key, format: 'binary', config: PGP_CONFIG }));
   sessionKey.data.fill(0);
   return {
     keyPackets,
