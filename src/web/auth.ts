@@ -7,8 +7,7 @@
 // Against strangers (a username is public): asking for a challenge costs the server an
 // HMAC and stores nothing; only failed proofs count against a user, and a right proof is
 // accepted whatever that count says.
-import type { Context, Next } from 'koa';
-import { createMessage, enums, readSignature, verify, type PublicKey, type Signature } from 'openpgp';
+import type { PublicKey } from 'openpgp';
 import { PGP_CONFIG } from '../pgp/index.js';
 import type { User } from '../registry/index.js';
 import {
@@ -27,6 +26,7 @@ import {
 import { acceptsServerName, onionHost, requestHost, type FallbackChallenge, type Web } from './context.js';
 import { WebError } from './errors.js';
 import { limit, tooMany, tryAgainIn } from './ratelimit.js';
+import { readOneSignature, signatureVerifies } from './signature.js';
 
 export const DISABLED = 'This account is disabled by the operator. Mail is not accepted for it and it cannot be used.';
 
@@ -200,48 +200,6 @@ const BAD_CHALLENGE = 'This challenge is unknown, expired or already used. Ask f
 const BAD_PROOF = 'The signature or code does not prove the registered key for this challenge. Ask for a new challenge and try again.';
 const TOO_MANY_FAILED = 'Too many failed logins for this account.';
 
-/** Largest armored signature looked at. */
-const MAX_SIGNATURE_CHARS = 8 * 1024;
-
-/** Clocks differ: a signature made up to this far in the server's future is accepted. */
-const CLOCK_SKEW_MS = 10 * 60_000;
-
-async function readOneSignature(armored: unknown, key: PublicKey): Promise<Signature | null> {
-  if (typeof armored !== 'string' || armored.length > MAX_SIGNATURE_CHARS) return null;
-  if (!armored.trimStart().startsWith('-----BEGIN PGP SIGNATURE-----')) return null;
-  let sig: Signature;
-  try {
-    sig = await readSignature({ armoredSignature: armored, config: PGP_CONFIG });
-  } catch {
-    return null;
-  }
-  if (sig.packets.length !== 1) return null;
-  const packet = sig.packets[0]!;
-  if (packet.signatureType !== enums.signature.binary && packet.signatureType !== enums.signature.text) return null;
-  const ids = sig.getSigningKeyIDs();
-  if (ids.length !== 1 || key.getKeys(ids[0]).length === 0) return null;
-  return sig;
-}
-
-async function signatureVerifies(statement: string, sig: Signature, key: PublicKey, now: number): Promise<boolean> {
-  try {
-    const message = await createMessage({ binary: Buffer.from(statement, 'utf8') });
-    const result = await verify({
-      message,
-      signature: sig,
-      verificationKeys: key,
-      expectSigned: true,
-      format: 'binary',
-      date: new Date(now + CLOCK_SKEW_MS),
-      config: PGP_CONFIG,
-    });
-    for (const s of result.signatures) await s.verified;
-    return result.signatures.length === 1;
-  } catch {
-    return false;
-  }
-}
-
 /** The proof of a token request: a signed statement, or a code for a fallback challenge. */
 export interface TokenRequest {
   challengeId: unknown;
@@ -302,43 +260,4 @@ export async function issueToken(web: Web, req: TokenRequest, host: string): Pro
   }
   web.deps.logger.info({ evt: 'token-issued' }, 'auth');
   return { token, username: user.username, expiresAt: new Date(expiresAt) };
-}
-
-/** Forgets the login state of a user (after a key change or account deletion). */
-export function forgetLogins(web: Web, username: string, fingerprint: string): void {
-  web.fallbacks.deleteWhere((_v, k) => k.startsWith(`${username}\n`));
-  web.signable.delete(fingerprint);
-}
-
-export interface AuthState {
-  user: User;
-  tokenKey: string;
-}
-
-const UNAUTHORIZED = 'This needs a valid bearer token (Authorization: Bearer ...). Authenticate again: it may have expired.';
-
-/** Requires `Authorization: Bearer TOKEN`; puts the live user record in ctx.state.auth. */
-export function requireToken(web: Web) {
-  return async function auth(ctx: Context, next: Next): Promise<void> {
-    const m = /^Bearer\s+(\S{1,200})\s*$/i.exec(ctx.get('Authorization'));
-    // Made only when it is thrown: an error's stack costs more than the rest of this check.
-    const unauthorized = (): WebError => new WebError(401, 'unauthorized', UNAUTHORIZED, { 'WWW-Authenticate': 'Bearer realm="kzymy"' });
-    if (!m) throw unauthorized();
-    const tokenKey = secretKey(m[1]!);
-    const session = web.sessions.get(tokenKey, web.now());
-    if (!session) throw unauthorized();
-    const user = web.deps.registry.get(session.username);
-    if (!user) {
-      web.sessions.delete(tokenKey);
-      throw unauthorized();
-    }
-    if (user.disabled) throw new WebError(403, 'account-disabled', DISABLED);
-    ctx.state.auth = { user, tokenKey } satisfies AuthState;
-    await next();
-  };
-}
-
-/** Ends every session of a user, except `keep` (a token hash). */
-export function endSessions(web: Web, username: string, keep?: string): void {
-  web.sessions.deleteWhere((s, key) => s.username === username && key !== keep);
 }

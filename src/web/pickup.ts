@@ -4,7 +4,7 @@ import type Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
 import { Readable } from 'node:stream';
 import { MaildirError, MaildirStore } from '../maildir/index.js';
-import type { AuthState } from './auth.js';
+import type { AuthState } from './sessions.js';
 import type { Web } from './context.js';
 import { WebError } from './errors.js';
 
