@@ -25,8 +25,6 @@ export interface FetchResult {
   failures: DeliveryError[];
 }
 
-export { Stopper };
-
 export interface FetchDeps {
   session: Session;
   destination: Destination;

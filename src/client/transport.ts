@@ -84,30 +84,18 @@ export class Transport {
     if (!Number.isSafeInteger(length) || length < 0) throw hostile('sent a message without its length');
     if (length !== listed) throw hostile(`sent a message of ${length} bytes that it listed as ${listed} bytes`);
     if (length > MAX_DOWNLOAD_BYTES) throw hostile(`sent a message of ${length} bytes, more than the ${MAX_DOWNLOAD_BYTES} bytes kzymy-client accepts`);
-    const broke = (): ClientError => tempError(`The connection to ${this.describe()} broke during a transfer; try again later.`);
-    const networkError = (err: unknown): ClientError => this.networkError(err);
+    const broke = this.broke;
     async function* chunks(): AsyncGenerator<Buffer> {
       let received = 0;
-      let complete = false;
-      try {
-        for await (const chunk of res as AsyncIterable<Buffer>) {
-          received += chunk.length;
-          // node's HTTP parser never passes more than Content-Length; checked here all the same.
-          if (received > length) throw hostile(`sent more than the ${length} bytes it announced`);
-          yield chunk;
-        }
-        if (received !== length || !res.complete) throw broke();
-        complete = true;
-      } catch (err) {
-        if (err instanceof ClientError) throw err;
-        const code = (err as NodeJS.ErrnoException).code;
-        throw code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' ? broke() : networkError(err);
-      } finally {
-        // Given up early (the delivery failed) or broken: the connection is not reused.
-        if (!complete) req.destroy();
+      for await (const chunk of res as AsyncIterable<Buffer>) {
+        received += chunk.length;
+        // node's HTTP parser never passes more than Content-Length; checked here all the same.
+        if (received > length) throw hostile(`sent more than the ${length} bytes it announced`);
+        yield chunk;
       }
+      if (received !== length || !res.complete) throw broke();
     }
-    return { status: 200, download: { size: length, chunks: chunks() } };
+    return { status: 200, download: { size: length, chunks: this.transfer(req, chunks()) } };
   }
 
   /**
@@ -125,24 +113,34 @@ export class Transport {
       req.destroy();
       throw this.notKzymy(200);
     }
-    const broke = (): ClientError => tempError(`The connection to ${this.describe()} broke during a transfer; try again later.`);
-    const networkError = (err: unknown): ClientError => this.networkError(err);
+    const broke = this.broke;
     async function* frames(): AsyncGenerator<Framed> {
-      let complete = false;
-      try {
-        yield* readFrames(res as AsyncIterable<Buffer>, wanted, { hostile, broke });
-        if (!res.complete) throw broke();
-        complete = true;
-      } catch (err) {
-        if (err instanceof ClientError) throw err;
-        const code = (err as NodeJS.ErrnoException).code;
-        throw code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' ? broke() : networkError(err);
-      } finally {
-        // Given up early (a delivery failed, the run was stopped) or broken: not reused.
-        if (!complete) req.destroy();
-      }
+      yield* readFrames(res as AsyncIterable<Buffer>, wanted, { hostile, broke });
+      if (!res.complete) throw broke();
     }
-    return { status: 200, frames: frames() };
+    return { status: 200, frames: this.transfer(req, frames()) };
+  }
+
+  private readonly broke = (): ClientError => tempError(`The connection to ${this.describe()} broke during a transfer; try again later.`);
+
+  /**
+   * The body of a streamed answer as `body` reads it: a connection reset becomes the
+   * "broke" sentence and any other socket failure a ClientError; a body not read to its end
+   * (the delivery failed, the run was stopped) or broken closes the connection, which is
+   * then not reused.
+   */
+  private async *transfer<T>(req: http.ClientRequest, body: AsyncGenerator<T>): AsyncGenerator<T> {
+    let complete = false;
+    try {
+      yield* body;
+      complete = true;
+    } catch (err) {
+      if (err instanceof ClientError) throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      throw code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' ? this.broke() : this.networkError(err);
+    } finally {
+      if (!complete) req.destroy();
+    }
   }
 
   /** Sends the request; resolves with the answer's head, its body not yet read. */
@@ -185,12 +183,12 @@ export class Transport {
       });
       res.on('end', () => {
         if (total !== null && received !== total) {
-          reject(tempError(`The connection to ${this.describe()} broke during a transfer; try again later.`));
+          reject(this.broke());
           return;
         }
         resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
       });
-      res.on('aborted', () => reject(tempError(`The connection to ${this.describe()} broke during a transfer; try again later.`)));
+      res.on('aborted', () => reject(this.broke()));
       res.on('error', (err) => reject(this.networkError(err)));
     });
   }
