@@ -5,7 +5,7 @@
 // - Quota: a user's stored bytes (the Maildir store's count, kept current by deliver and remove)
 //   plus the bytes of every copy in flight for that user stay within limits.quotaBytes.
 // - Disk floor: free space on the Maildir file system, as last read with statfs and corrected
-//   by every byte written or freed by this process since that reading, minus what open
+//   by every block written or freed by this process since that reading, minus what open
 //   reservations still expect to write, stays at or above limits.minFreeBytes.
 //
 // A copy reserves an estimate when its transaction reaches DATA, grows its reservation before
@@ -19,7 +19,11 @@ import { reply } from './replies.js';
 
 /** The owner of spool reservations: no username is empty. */
 const SPOOL = '';
-/** A file takes whole blocks; one extra block per copy covers the rounding. */
+/**
+ * A file takes whole blocks of this size on the file systems kzymy is run on (ext4, XFS, btrfs,
+ * tmpfs): a copy's written bytes count for the disk rounded up to it, and one extra block per
+ * copy in its reservation covers that rounding before the write lands.
+ */
 export const FILE_SLACK = 4096;
 /** statfs is read again once its reading is older than this; the counters correct it meanwhile. */
 const STATFS_TTL_MS = 250;
@@ -189,7 +193,7 @@ export class SpaceLedger implements Space {
     r.expected = 0;
     if (!r.refused) {
       r.refused = true;
-      this.dying += r.written;
+      this.dying += r.allocated;
     }
   }
 
@@ -205,20 +209,24 @@ export class SpaceLedger implements Space {
    * expected (outstanding), so a statfs read while they are in flight cannot lose them.
    */
   wrote(r: Reservation, bytes: number): void {
-    this.written += bytes;
-    if (r.refused) this.dying += bytes; // landed after its refusal: comes back with its file
-    const covered = Math.min(bytes, r.expected);
+    r.written += bytes;
+    // The file system takes whole blocks: a file of 1 byte costs a block of free space.
+    const allocated = Math.ceil(r.written / FILE_SLACK) * FILE_SLACK;
+    const delta = allocated - r.allocated;
+    r.allocated = allocated;
+    this.written += delta;
+    if (r.refused) this.dying += delta; // landed after its refusal: comes back with its file
+    const covered = Math.min(delta, r.expected);
     r.expected -= covered;
     this.outstanding -= covered;
-    r.written += bytes;
   }
 
   release(r: Reservation, fileRemoved: boolean): void {
     this.dropQuota(r);
     this.outstanding -= r.expected;
     r.expected = 0;
-    if (r.refused) this.dying -= r.written;
-    if (fileRemoved) this.freed += r.written;
+    if (r.refused) this.dying -= r.allocated;
+    if (fileRemoved) this.freed += r.allocated;
     for (const w of this.waiting.splice(0)) w();
   }
 }
@@ -231,6 +239,8 @@ export class Reservation implements SpaceHold {
   reserved = 0;
   expected = 0;
   written = 0;
+  /** The written bytes rounded up to whole blocks: what they take of the disk. */
+  allocated = 0;
   /** Bytes of writes issued (beforeWrite) that have not landed yet (afterWrite). */
   pending = 0;
   refused = false;

@@ -3,11 +3,14 @@
 // when statfs is read again meanwhile (it cannot see them yet), and the writes of a copy in
 // flight at once are all covered by its reservation.
 import { expect } from 'chai';
-import { mkdir, statfs } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdir, open, statfs, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import { loadConfig, type Config } from '../../src/config/index.js';
 import { MaildirStore } from '../../src/maildir/index.js';
 import { SpaceLedger } from '../../src/smtp/space.js';
-import { tempDir } from '../helpers/env.js';
+import { inCI, requireBinaries, tempDir } from '../helpers/env.js';
 
 const MiB = 1024 * 1024;
 
@@ -59,5 +62,69 @@ describe('SMTP space ledger: writes in flight', function () {
     expect(r.reserved).to.be.at.least(8 * MiB);
     r.release();
     expect(ledger.inFlight('alice')).to.equal(0);
+  });
+
+  describe('on a private tmpfs (nothing else writes there)', function () {
+    let mnt: { dir: string; cleanup: () => Promise<void> } | null = null;
+    let mounted = false;
+
+    before(async function () {
+      if (process.getuid?.() !== 0) {
+        const line = 'mounting a tmpfs needs root';
+        if (inCI) throw new Error(line);
+        console.warn(`\n  !!! SKIPPING "${this.test?.parent?.fullTitle() ?? 'suite'}": ${line}\n`);
+        this.skip();
+      }
+      requireBinaries(this, 'mount', 'umount');
+      mnt = await tempDir('kzymy-ledger-tmpfs-');
+      await promisify(execFile)('mount', ['-t', 'tmpfs', '-o', 'size=4m,mode=0700', 'tmpfs', mnt.dir]);
+      mounted = true;
+    });
+    after(async function () {
+      if (mounted) await promisify(execFile)('umount', [mnt!.dir]).catch(() => promisify(execFile)('umount', ['-l', mnt!.dir]));
+      await mnt?.cleanup();
+    });
+
+    it('counts what small files take of the disk (whole blocks), not their bytes: the floor holds between statfs readings', async function () {
+      const root = path.join(mnt!.dir, 'maildirs');
+      await mkdir(root, { mode: 0o700 });
+      const cfg = { ...config, maildirRoot: root };
+      const store = new MaildirStore(root);
+      await store.ensureUser('alice');
+      // statfs is read once, at the first check: from then on only the ledger's counting moves it.
+      const ledger = new SpaceLedger(cfg, store, 3_600_000);
+      await ledger.freeBytes();
+      const kept: string[] = [];
+      for (let i = 0; i < 40; i++) {
+        const r = ledger.open('alice');
+        await r.reserve(1);
+        const file = path.join(root, `copy-${i}`);
+        const fh = await open(file, 'wx', 0o600);
+        await r.beforeWrite(1);
+        await fh.write(Buffer.from('x'));
+        r.afterWrite(1);
+        await fh.sync();
+        await fh.close();
+        await r.settle(1);
+        r.release();
+        kept.push(file);
+      }
+      // A refused copy's file is removed: the blocks it took come back, no more.
+      const refused = ledger.open('alice');
+      const file = path.join(root, 'refused');
+      const fh = await open(file, 'wx', 0o600);
+      await refused.beforeWrite(3);
+      await fh.write(Buffer.from('abc'));
+      refused.afterWrite(3);
+      await fh.close();
+      await unlink(file);
+      refused.release();
+      const counted = await ledger.freeBytes();
+      const s = await statfs(root);
+      const actual = s.bavail * s.bsize;
+      expect(counted, 'free bytes as the ledger counts them, against statfs').to.be.at.most(actual);
+      expect(actual - counted, 'no more than a block of slack per file').to.be.below(4096 * 2);
+      expect(kept).to.have.length(40);
+    });
   });
 });
