@@ -38,6 +38,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import cliProgress from 'cli-progress';
 import { Header, Pack, ReadEntry, extract, list } from 'tar';
 import { UserError, type Config } from '../config/index.js';
+import { fsyncPath } from '../config/durable.js';
 import { errnoCode, errnoPhrase } from '../config/errno.js';
 import { exportRegistry, openRegistry, RegistryError } from '../registry/index.js';
 import { isValidId, isValidUsername, MaildirStore } from '../maildir/index.js';
@@ -73,15 +74,6 @@ class BackupError extends UserError {}
 
 const gzipped = (file: string) => /\.(tgz|gz)$/i.test(file);
 const baseOf = (id: string) => (id.includes(':') ? id.slice(0, id.indexOf(':')) : id);
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
 
 function diskSentence(err: unknown, where: string, what: string): Error {
   const code = errnoCode(err);
@@ -322,7 +314,7 @@ export async function backup(config: Config, target: string, opts: BackupOptions
     await fh.close();
     await rename(tmp, file);
     placed = true;
-    await syncDir(path.dirname(file));
+    await fsyncPath(path.dirname(file));
 
     out(`backup       ${file} (${gzipped(file) ? 'tar, gzip' : 'tar'}, mode 0600)`);
     out(`registry     ${reg.users.length} user${reg.users.length === 1 ? '' : 's'}, ${reg.keys.size} key${reg.keys.size === 1 ? '' : 's'}`);
@@ -489,7 +481,7 @@ async function move(src: string, dest: string): Promise<void> {
     }
     await rm(src, { recursive: true, force: true });
   }
-  await syncDir(path.dirname(dest));
+  await fsyncPath(path.dirname(dest));
 }
 
 const exists = (p: string) => lstat(p).then(

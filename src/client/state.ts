@@ -1,10 +1,10 @@
 // kzymy-client's local state: the profile (JSON, mode 0600) and, next to it, the record of
 // message ids delivered but perhaps not yet acknowledged, so that a crash between the two
 // never delivers a message twice.
-import { chmod, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, unlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
-import { fsyncPath } from '../maildir/index.js';
+import { fsyncPath, writeDurable } from '../config/durable.js';
 import { errnoPhrase } from '../config/errno.js';
 import { ClientError } from './errors.js';
 
@@ -33,23 +33,6 @@ export function defaultProfilePath(env: NodeJS.ProcessEnv = process.env): string
   return path.join(base, 'kzymy', 'client.json');
 }
 
-
-/** Writes `data` to `file` atomically (tmp, fsync, rename, fsync folder), mode 0600. */
-export async function writeDurably(file: string, data: string): Promise<void> {
-  const dir = path.dirname(file);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w', 0o600);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await chmod(tmp, 0o600);
-  await rename(tmp, file);
-  await fsyncPath(dir);
-}
 
 export class ProfileStore {
   constructor(readonly file: string) {}
@@ -88,7 +71,7 @@ export class ProfileStore {
     const clean: Record<string, unknown> = {};
     for (const k of PROFILE_KEYS) if (profile[k] !== undefined) clean[k] = profile[k];
     try {
-      await writeDurably(this.file, JSON.stringify(clean, null, 2) + '\n');
+      await writeDurable(this.file, JSON.stringify(clean, null, 2) + '\n', { mkdir: true });
     } catch (err) {
       throw new ClientError(`Cannot write the profile ${this.file}: ${errnoPhrase(err) ?? String(err)}.`);
     }
@@ -229,7 +212,7 @@ export class DeliveredRecord {
     if (keep.length === ids.size && intents.length === this.intents.size) return;
     const lines = [...intents.map(([id, name]) => `? ${id} ${name}`), ...keep];
     if (lines.length === 0) await unlink(this.file).catch(() => undefined);
-    else await writeDurably(this.file, lines.map((l) => l + '\n').join(''));
+    else await writeDurable(this.file, lines.map((l) => l + '\n').join(''), { mkdir: true });
     this.ids = new Set(keep);
     this.intents = new Map(intents);
   }
@@ -276,7 +259,7 @@ export class TokenStore {
 
   async save(t: SavedToken): Promise<void> {
     // Not keeping it only costs a login next time: a failure here is not the run's.
-    await writeDurably(this.file, JSON.stringify(t) + '\n').catch(() => undefined);
+    await writeDurable(this.file, JSON.stringify(t) + '\n', { mkdir: true }).catch(() => undefined);
   }
 
   async clear(): Promise<void> {

@@ -6,17 +6,7 @@
 // running, a sync starts at once; while one runs, later callers all wait for a single
 // follow-up sync that starts when the running one ends (the running one may have begun
 // before their rename, so it cannot count for them).
-import { open } from 'node:fs/promises';
-
-/** fsync of a file or directory by path (a directory's entries become durable). */
-export async function fsyncPath(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
+import { fsyncPath } from '../config/durable.js';
 
 export class DirSyncer {
   private running: Promise<void> | null = null;

@@ -4,4 +4,4 @@
 export { MaildirError, type MaildirErrorCode, type MessageInfo, type Usage } from './errors.js';
 export { MaildirStore, type DeliverOptions, type MaildirStoreOptions, type StoreChange } from './store.js';
 export { encodeHostname, isValidId, isValidUsername, uniqueName, sizeFromName, timeFromName } from './names.js';
-export { DirSyncer, fsyncPath } from './dirsync.js';
+export { DirSyncer } from './dirsync.js';

@@ -15,7 +15,8 @@ import type { Logger } from '../config/log.js';
 import { RegistryError, type NewUser, type Registry, type User } from './types.js';
 import { State, adoptUser, apply, asRecord, asUser, type JournalRecord, type Op, type Outcome } from './ops.js';
 import { frame, parse, readFrom } from './journal.js';
-import { appendAll, asWriteError, syncDir, writeDurable } from './files.js';
+import { appendAll, fsyncPath } from '../config/durable.js';
+import { asWriteError, writeRegistryFile } from './files.js';
 import { normalizeLocalPart, randomUsername } from './names.js';
 
 /** How often a process looks for changes made by others, at the latest (fs.watch usually tells sooner). */
@@ -93,7 +94,7 @@ class SnapshotFile implements Adapter<Snapshot> {
 
   async write(data: Snapshot): Promise<void> {
     let bytes = 0;
-    await writeDurable(this.file, async (fh) => {
+    await writeRegistryFile(this.file, async (fh) => {
       const head = `{\n"version": ${data.version},\n"generation": ${data.generation},\n"users": [`;
       let piece = head;
       for (let i = 0; i < data.users.length; i++) {
@@ -254,7 +255,7 @@ export class LowdbRegistry implements Registry {
     const file = this.journalPath(gen);
     const existed = await exists(file);
     const fh = await open(file, 'a+', 0o600);
-    if (!existed) await syncDir(this.dir);
+    if (!existed) await fsyncPath(this.dir);
     return fh;
   }
 
@@ -494,7 +495,7 @@ export class LowdbRegistry implements Registry {
   private async storeKey(armored: string): Promise<string> {
     const keyId = sha256(armored);
     const file = path.join(this.keysDir, `${keyId}.asc`);
-    const placed = await writeDurable(file, (fh) => fh.writeFile(armored, 'utf8').then(() => undefined), 'create');
+    const placed = await writeRegistryFile(file, (fh) => fh.writeFile(armored, 'utf8').then(() => undefined), 'create');
     // Already there: mark it fresh so that compaction does not take it as unused meanwhile.
     if (!placed) await utimes(file, new Date(), new Date()).catch(() => undefined);
     return keyId;
@@ -690,11 +691,11 @@ async function createFolder(dir: string, users: User[], keys: Map<string, string
         }),
       );
     }
-    await syncDir(path.join(tmp, 'keys'));
+    await fsyncPath(path.join(tmp, 'keys'));
     await new Low<Snapshot>(new SnapshotFile(path.join(tmp, 'snapshot.json')), { version: 2, generation: 1, users }).write();
     const j = await open(path.join(tmp, journalName(1)), 'a', 0o600);
     await j.close();
-    await syncDir(tmp);
+    await fsyncPath(tmp);
     try {
       await rename(tmp, dir);
     } catch (err) {
@@ -702,7 +703,7 @@ async function createFolder(dir: string, users: User[], keys: Map<string, string
       if (errno(err) === 'EEXIST' || errno(err) === 'ENOTEMPTY') return false;
       throw err;
     }
-    await syncDir(path.dirname(dir));
+    await fsyncPath(path.dirname(dir));
     return true;
   } catch (err) {
     throw asWriteError(err, path.join(dir, 'snapshot.json'));
@@ -741,7 +742,7 @@ async function migrate(legacy: string, dir: string, logger?: Logger): Promise<vo
   await createFolder(dir, users, keys);
   // Removed, not kept: it would hold every account deleted later (back up before upgrading).
   await unlink(legacy).catch(() => undefined);
-  await syncDir(path.dirname(dir));
+  await fsyncPath(path.dirname(dir));
   logger?.info({ evt: 'registry-migrated', users: users.length }, 'converted registry.json into the registry folder');
 }
 
