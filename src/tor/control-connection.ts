@@ -7,6 +7,16 @@ import { readFile } from 'node:fs/promises';
 import { UserError } from '../config/index.js';
 import type { TorBootstrap } from './control.js';
 
+/** tor answered a command with a status other than 250 (`status`: 552 unknown key or address, 551 internal error, ...). */
+export class ControlRefusal extends UserError {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 /** `KEY=VALUE KEY="quoted value"` pairs of a reply or event line. */
 export function parseKeywords(text: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -85,12 +95,13 @@ export class ControlConnection {
     }
   }
 
+  /** Sends `cmd`; a reply other than 250 throws a ControlRefusal with tor's status code. */
   async command(cmd: string): Promise<string[]> {
     const reply = new Promise<string[]>((resolve, reject) => this.pending.push({ resolve, reject }));
     this.sock.write(`${cmd}\r\n`);
     const lines = await reply;
     const last = lines[lines.length - 1] ?? '';
-    if (!last.startsWith('250')) throw new UserError(`tor refused ${cmd.split(' ')[0]}: ${last}`);
+    if (!last.startsWith('250')) throw new ControlRefusal(Number(last.slice(0, 3)) || 0, `tor refused ${cmd.split(' ')[0]}: ${last}`);
     return lines;
   }
 

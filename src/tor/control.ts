@@ -4,7 +4,7 @@
 // PROTOCOLINFO, AUTHENTICATE (cookie), GETINFO and SETEVENTS over a unix socket.
 import type { Logger } from '../config/log.js';
 import { UserError } from '../config/index.js';
-import { authenticate, ControlConnection, parseBootstrap, parseKeywords } from './control-connection.js';
+import { authenticate, ControlConnection, ControlRefusal, parseBootstrap, parseKeywords } from './control-connection.js';
 
 export { parseBootstrap, parseKeywords };
 
@@ -194,7 +194,7 @@ export async function askTor(socket: string, onion: string | null, timeoutMs = 1
         if (lines.some((l) => /^hs-descriptor 3$/.test(l))) descriptor = { revision: field('revision-counter'), lifetimeMinutes: field('descriptor-lifetime') };
       } catch (err) {
         // 551/552: tor has no descriptor for the address (not built yet, or not its service).
-        if (!/: 55[12] /.test((err as Error).message)) throw err;
+        if (!(err instanceof ControlRefusal && (err.status === 551 || err.status === 552))) throw err;
       }
     }
     return { bootstrap, descriptor };
