@@ -2,7 +2,7 @@
 //
 // Why this is consistent while the server (and the CLI) write: opening the registry reads
 // snapshot.json and replays every complete, fsynced record of the journals after it (the
-// engine already follows seals and compactions that happen meanwhile, see ./lowdb.ts).
+// engine already follows seals and compactions that happen meanwhile, see ./journals.ts).
 // The state it ends with is the registry as of the moment it reached the end of the
 // journal; a record appended later is simply not in it, a record cut short is skipped.
 // That state is written out as a fresh snapshot (generation 1, an empty journal.1), with
@@ -12,7 +12,9 @@
 // changed key or was deleted meanwhile) makes the export read the registry again.
 import type { User } from './types.js';
 import { RegistryError } from './types.js';
-import { LowdbRegistry, registryExists } from './lowdb.js';
+import { LowdbRegistry } from './lowdb.js';
+import { registryExists } from './folder.js';
+import { snapshotPieces } from './snapshot.js';
 
 export interface RegistryExport {
   users: User[];
@@ -56,9 +58,7 @@ export async function exportRegistry(dataDir: string): Promise<RegistryExport> {
   }
 }
 
-/** snapshot.json as the engine writes it: the header on lines of its own, one user a line. */
-function snapshotText(users: readonly User[]): string {
-  let text = '{\n"version": 2,\n"generation": 1,\n"users": [';
-  users.forEach((u, i) => (text += `${i ? ',' : ''}\n${JSON.stringify(u)}`));
-  return text + '\n]\n}\n';
+/** snapshot.json as the engine writes it, for a registry folder holding exactly `users`. */
+function snapshotText(users: User[]): string {
+  return [...snapshotPieces({ version: 2, generation: 1, users })].join('');
 }

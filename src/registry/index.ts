@@ -32,8 +32,11 @@
 // The engine sits behind the `Registry` interface (./types.ts). The second engine,
 // PostgreSQL (./postgres.ts, its schema in ./pg-migrations.ts), serves several nodes from
 // one database with the same guarantees; `registry.engine` in the configuration picks it.
-import { LowdbRegistry, REFRESH_MS, type OpenOptions as LowdbOptions } from './lowdb.js';
+// What the two share (the in-memory index, the catch-up loop, the checks every change
+// passes before it is written) is ./engine.ts.
+import { LowdbRegistry, type OpenOptions as LowdbOptions } from './lowdb.js';
 import { PostgresRegistry } from './postgres.js';
+import { REFRESH_MS } from './engine.js';
 import { RegistryError, type Registry } from './types.js';
 
 export * from './types.js';
@@ -57,7 +60,7 @@ export async function openRegistry(opts: OpenOptions): Promise<Registry> {
 }
 
 /** Whether a registry (of either layout) exists in dataDir. */
-export { registryExists } from './lowdb.js';
+export { registryExists } from './folder.js';
 
 /** The registry at one point in time, read-only (for `kzymy-server backup`). */
 export { exportRegistry, type RegistryExport } from './export.js';

@@ -154,19 +154,14 @@ export function apply(state: State, op: Op): Outcome {
       state.drop(u);
       return { ok: true, user: null, previous: u };
     case 'disable':
-      next = { ...u, disabled: op.value };
-      break;
     case 'catch-all':
-      next = { ...u, catchAll: op.value };
+      next = op.op === 'disable' ? { ...u, disabled: op.value } : { ...u, catchAll: op.value };
       break;
     case 'alias':
-      next = { ...u, aliases: withOne(u.aliases, op.local), blocked: without(u.blocked, op.local) };
-      break;
     case 'unalias':
-      next = { ...u, aliases: without(u.aliases, op.local), blocked: without(u.blocked, op.local) };
-      break;
     case 'block':
-      next = { ...u, aliases: without(u.aliases, op.local), blocked: withOne(u.blocked, op.local) };
+      // A local part is an alias or blocked, never both; 'unalias' takes it off both lists.
+      next = { ...u, aliases: (op.op === 'alias' ? withOne : without)(u.aliases, op.local), blocked: (op.op === 'block' ? withOne : without)(u.blocked, op.local) };
       break;
     case 'key': {
       const holder = state.byFingerprint.get(op.fingerprint);
