@@ -13,7 +13,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { MaildirDestination } from '../src/client/deliver.js';
+import { MaildirDestination } from '../src/client/maildir-destination.js';
 import { IN_FLIGHT } from '../src/client/fetch.js';
 import { gpgDecryptPgpMime } from '../test/helpers/gpg.js';
 import { buildWarning, ROOT, startKzymy, type KzymyInstance } from './lib/kzymy.js';

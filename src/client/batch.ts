@@ -6,10 +6,14 @@
 // removed, CRLF -> LF unless --crlf) and both files are removed.
 import { mkdir, open, readdir, rm, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { uniqueName } from '../maildir/names.js';
-import { armoredStream, crlfToLf, restoreOriginal, type Chunks, type MaildirDestination } from './deliver.js';
+import { appendAll } from '../config/durable.js';
+import { uniqueName } from '../maildir/index.js';
+import { restoreOriginal } from '../pgp/protected.js';
+import { armoredStream, crlfToLf } from './decrypt.js';
+import type { Chunks } from './deliver.js';
 import { ClientError, DeliveryError } from './errors.js';
 import type { Gnupg } from './gnupg.js';
+import type { MaildirDestination } from './maildir-destination.js';
 
 /** Most messages one gpg decrypts. */
 export const DECRYPT_BATCH = 64;
@@ -35,11 +39,6 @@ function alive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
-}
-
-async function writeAll(fh: FileHandle, chunk: Buffer): Promise<void> {
-  let at = 0;
-  while (at < chunk.length) at += (await fh.write(chunk, at, chunk.length - at)).bytesWritten;
 }
 
 async function* fileChunks(file: string): AsyncGenerator<Buffer> {
@@ -116,7 +115,7 @@ export class DecryptBatcher {
       fh = await open(cipher, 'wx', 0o600).catch((err: unknown) => {
         throw this.dest.writeError(err);
       });
-      for await (const chunk of armoredStream(download, id)) await writeAll(fh, chunk).catch((err: unknown) => {
+      for await (const chunk of armoredStream(download, id)) await appendAll(fh, chunk).catch((err: unknown) => {
         throw this.dest.writeError(err);
       });
       await fh.close();

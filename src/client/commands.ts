@@ -1,7 +1,8 @@
 // The account commands of kzymy-client: signup, status, address policy, key
 // update and account deletion. `fetch` lives in fetch.ts.
 import { createInterface } from 'node:readline/promises';
-import { expectFingerprint, signup, type Policy } from './api.js';
+import type { Policy } from './api.js';
+import { expectFingerprint, signup } from './auth.js';
 import type { Context } from './context.js';
 import { ClientError, printable, usageError } from './errors.js';
 import { humanBytes } from './format.js';

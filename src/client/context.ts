@@ -4,7 +4,9 @@
 import path from 'node:path';
 import { usageError } from './errors.js';
 import { Session } from './api.js';
-import { MaildirDestination, MdaDestination, type Destination } from './deliver.js';
+import type { Destination } from './deliver.js';
+import { MaildirDestination } from './maildir-destination.js';
+import { MdaDestination } from './mda.js';
 import { Gnupg } from './gnupg.js';
 import { defaultProfilePath, ProfileStore, type Profile } from './state.js';
 import { DEFAULT_PROXY, resolveTarget, type Target } from './target.js';

@@ -1,10 +1,12 @@
 // The user's keys stay in her GnuPG keyring: kzymy-client runs the `gpg` binary to export
 // the public key and to decrypt challenges and mail, so the secret key is never exported.
-// gpg's own words never reach the user raw: they become one sentence.
+// gpg's own words never reach the user raw: they become one sentence (gpg-output.ts).
 import { spawn } from 'node:child_process';
 import { readlinkSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
-import { ClientError, printable } from './errors.js';
+import { watch } from './deliver.js';
+import { ClientError } from './errors.js';
+import { decryptFailure, DECRYPTION_OKAY, parseColons, signFailure, spawnError, type Keyring, type SecretKey } from './gpg-output.js';
 
 export interface GnupgOptions {
   /** --homedir for gpg; else gpg's default ($GNUPGHOME or ~/.gnupg). */
@@ -24,23 +26,19 @@ interface GpgRun {
   overflow: boolean;
 }
 
-export interface SecretKey {
-  fingerprint: string;
-  /** The first user id, for messages. */
-  uid: string | null;
-}
-
-const DECRYPTION_OKAY = /\[GNUPG:\] DECRYPTION_OKAY/;
 /** How much of gpg's stderr (status lines) decryptStream() keeps: the end tells the outcome. */
 const STATUS_KEEP = 64 * 1024;
-
-const PASSPHRASE_RE = /No pinentry|Inappropriate ioctl|Operation cancelled|No passphrase given|Bad passphrase|pinentry|Timeout/i;
 
 export class Gnupg {
   constructor(readonly opts: GnupgOptions = {}) {}
 
   private where(): string {
-    return this.opts.homedir ? `the GnuPG keyring in ${this.opts.homedir}` : 'your GnuPG keyring';
+    return this.keyring().where;
+  }
+
+  private keyring(): Keyring {
+    const named = Boolean(this.opts.homedir);
+    return { where: named ? `the GnuPG keyring in ${this.opts.homedir}` : 'your GnuPG keyring', named };
   }
 
   /** gpg's command line and environment for `args`: batch, status on fd 2, no pinentry off a terminal. */
@@ -142,7 +140,7 @@ export class Gnupg {
     }
     if (r.code === 0 && DECRYPTION_OKAY.test(r.stderr)) return r.stdout;
     r.stdout.fill(0);
-    throw this.decryptFailure(r.stderr, what);
+    throw decryptFailure(r.stderr, what, this.keyring());
   }
 
   /**
@@ -168,18 +166,10 @@ export class Gnupg {
     child.stderr.on('data', (t: string) => {
       stderr = (stderr + t).slice(-STATUS_KEEP);
     });
-    let inputError: { err: unknown } | null = null;
-    async function* source(): AsyncGenerator<Buffer> {
-      try {
-        yield* input;
-      } catch (err) {
-        inputError = { err };
-        throw err;
-      }
-    }
+    const source = watch(input);
     // gpg may exit before reading all of its input (bad data); its status then tells.
-    const feeding = pipeline(source(), child.stdin).catch(() => {
-      if (inputError) child.kill('SIGKILL');
+    const feeding = pipeline(source.chunks, child.stdin).catch(() => {
+      if (source.failure()) child.kill('SIGKILL');
     });
     let done = false;
     try {
@@ -187,8 +177,9 @@ export class Gnupg {
       for await (const chunk of child.stdout as AsyncIterable<Buffer>) yield chunk;
       const code = await closed;
       await feeding;
-      if (inputError) throw (inputError as { err: unknown }).err;
-      if (code !== 0 || !DECRYPTION_OKAY.test(stderr)) throw this.decryptFailure(stderr, what);
+      const inputError = source.failure();
+      if (inputError) throw inputError.err;
+      if (code !== 0 || !DECRYPTION_OKAY.test(stderr)) throw decryptFailure(stderr, what, this.keyring());
       done = true;
     } finally {
       if (!done) {
@@ -240,31 +231,8 @@ export class Gnupg {
       });
     });
     return blocks.map((b, i) =>
-      DECRYPTION_OKAY.test(b) && !/\[GNUPG:\] (DECRYPTION_FAILED|BADMDC)/.test(b) ? null : this.decryptFailure(b, what(i)),
+      DECRYPTION_OKAY.test(b) && !/\[GNUPG:\] (DECRYPTION_FAILED|BADMDC)/.test(b) ? null : decryptFailure(b, what(i), this.keyring()),
     );
-  }
-
-  /** decrypt()'s sentence for gpg's status lines of a failed decryption. */
-  private decryptFailure(stderr: string, what: string): ClientError {
-    const pkFailed = /\[GNUPG:\] ERROR pkdecrypt_failed/.test(stderr);
-    if (pkFailed && PASSPHRASE_RE.test(stderr)) {
-      return new ClientError(
-        `GnuPG needs the passphrase of your key to decrypt ${what} and cannot ask for it here: unlock the key with gpg-agent first (for example decrypt any message with gpg in a terminal, or use gpg-preset-passphrase), or use a key without a passphrase for automation.`,
-      );
-    }
-    if (/\[GNUPG:\] NO_SECKEY/.test(stderr) && !pkFailed) {
-      return new ClientError(
-        `None of the secret keys in ${this.where()} can decrypt ${what}: it was encrypted to a key this keyring does not hold${this.opts.homedir ? '' : ' (give --gnupghome?)'}.`,
-      );
-    }
-    if (/\[GNUPG:\] NODATA|no valid OpenPGP data/i.test(stderr)) {
-      return new ClientError(`${capitalize(what)} is not an OpenPGP message gpg can read.`);
-    }
-    const last = stderr
-      .split('\n')
-      .filter((l) => l.startsWith('gpg: ') && !/encrypted with|^\s/.test(l))
-      .pop();
-    return new ClientError(`gpg could not decrypt ${what}${last ? ` (${printable(last.slice(5).trim())})` : ''}.`);
   }
 
   /**
@@ -277,61 +245,7 @@ export class Gnupg {
     if (r.code === 0 && /\[GNUPG:\] SIG_CREATED /.test(r.stderr) && signature.includes('-----BEGIN PGP SIGNATURE-----')) {
       return signature;
     }
-    if (PASSPHRASE_RE.test(r.stderr) && !/\[GNUPG:\] INV_SGNR/.test(r.stderr)) {
-      throw new ClientError(
-        `GnuPG needs the passphrase of your key to sign ${what} and cannot ask for it here: unlock the key with gpg-agent first (for example sign any file with gpg in a terminal, or use gpg-preset-passphrase), or use a key without a passphrase for automation.`,
-      );
-    }
-    // gpg reports an expired or revoked key as INV_SGNR 9 ("no secret key") too: its words
-    // and the KEYEXPIRED/KEYREVOKED status tell the cases apart.
-    if (/Unusable secret key|\[GNUPG:\] (KEYEXPIRED|KEYREVOKED|INV_SGNR (3|4|5) )/.test(r.stderr)) {
-      throw new ClientError(
-        `Your key ${fingerprint} cannot make a signature now (expired, revoked, or without a signing key), so it cannot sign ${what}: extend it with \`gpg --quick-set-expire ${fingerprint} 2y\` and run \`kzymy-client key update\`, or add a signing subkey.`,
-      );
-    }
-    if (/\[GNUPG:\] INV_SGNR 9 |No secret key/i.test(r.stderr)) {
-      throw new ClientError(`${this.where()} holds no secret key ${fingerprint} that could sign ${what}${this.opts.homedir ? '' : ' (give --gnupghome?)'}.`);
-    }
-    const last = r.stderr
-      .split('\n')
-      .filter((l) => l.startsWith('gpg: '))
-      .pop();
-    throw new ClientError(`gpg could not sign ${what}${last ? ` (${printable(last.slice(5).trim())})` : ''}.`);
+    throw signFailure(r.stderr, fingerprint, what, this.keyring());
   }
 }
 
-function spawnError(e: NodeJS.ErrnoException): ClientError {
-  if (e.code === 'ENOENT') return new ClientError('GnuPG is not installed (no gpg on PATH): apt-get install gnupg.');
-  return new ClientError(`Cannot run gpg: ${e.message}.`);
-}
-
-function capitalize(s: string): string {
-  return s.charAt(0).toUpperCase() + s.slice(1);
-}
-
-/** Primary keys of `--with-colons` output: the first fpr and uid after each `sec`/`pub` line. */
-export function parseColons(text: string, kind: 'sec' | 'pub'): SecretKey[] {
-  const keys: SecretKey[] = [];
-  let current: SecretKey | null = null;
-  let wantFpr = false;
-  for (const line of text.split('\n')) {
-    const f = line.split(':');
-    if (f[0] === kind) {
-      current = { fingerprint: '', uid: null };
-      keys.push(current);
-      wantFpr = true;
-    } else if (f[0] === 'ssb' || f[0] === 'sub') {
-      wantFpr = false;
-    } else if (f[0] === 'fpr' && current && wantFpr) {
-      current.fingerprint = (f[9] ?? '').toUpperCase();
-      wantFpr = false;
-    } else if (f[0] === 'uid' && current && current.uid === null) {
-      current.uid = unescapeColon(f[9] ?? '');
-    }
-  }
-  return keys.filter((k) => k.fingerprint);
-}
-
-function unescapeColon(s: string): string {
-  return s.replace(/\\x([0-9a-f]{2})/gi, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
-}

@@ -46,7 +46,8 @@ export function encodeHostname(host: string): string {
   return out.length > 0 ? out.slice(0, 100) : 'localhost';
 }
 
-const HOST = encodeHostname(hostname());
+/** This host's name as it stands in the names this process writes. */
+export const HOST = encodeHostname(hostname());
 let counter = 0;
 
 /**
@@ -59,6 +60,12 @@ export function uniqueName(nowMs: number = performance.timeOrigin + performance.
   const usec = Math.floor((nowMs - seconds * 1000) * 1000);
   counter = (counter + 1) % Number.MAX_SAFE_INTEGER;
   return `${seconds}.M${usec}P${process.pid}Q${counter}R${randomBytes(8).toString('hex')}.${HOST}`;
+}
+
+/** The writer of a name made by uniqueName (any kzymy process): its pid and host, or null for another form. */
+export function writerOf(name: string): { pid: number; host: string } | null {
+  const m = /^\d+\.M\d+P(\d+)Q\d+R[0-9a-f]+\.([^,:/]+)/.exec(name);
+  return m ? { pid: Number(m[1]), host: m[2]! } : null;
 }
 
 /** The name a delivered file gets in new/: the unique name plus `,S=<size>`. */

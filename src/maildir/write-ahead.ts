@@ -19,22 +19,34 @@ export interface WriteHooks {
   afterWrite?(bytes: number): void;
   /** Checked before each chunk: a throw stops the writing. */
   check?(): void;
+  /** Zero each chunk once its write has ended (or once it is left unwritten): it may be plaintext. */
+  wipe?: boolean;
 }
 
 /** Writes all of `parts` from `position` (a write may take only part of them). */
 async function writeAllAt(fh: FileHandle, parts: Uint8Array[], position: number): Promise<void> {
   let bytes = parts[0]!;
+  let copy: Buffer | null = null;
   if (parts.length > 1) {
     const total = parts.reduce((n, p) => n + p.byteLength, 0);
     const { bytesWritten } = await fh.writev(parts, position);
     if (bytesWritten === total) return;
-    bytes = Buffer.concat(parts).subarray(bytesWritten); // rare: the rest one write at a time
+    copy = Buffer.concat(parts);
+    bytes = copy.subarray(bytesWritten); // rare: the rest one write at a time
     position += bytesWritten;
   }
-  for (let offset = 0; offset < bytes.byteLength; ) {
-    const { bytesWritten } = await fh.write(bytes, offset, bytes.byteLength - offset, position + offset);
-    offset += bytesWritten;
+  try {
+    for (let offset = 0; offset < bytes.byteLength; ) {
+      const { bytesWritten } = await fh.write(bytes, offset, bytes.byteLength - offset, position + offset);
+      offset += bytesWritten;
+    }
+  } finally {
+    copy?.fill(0); // this function's own copy of the chunks
   }
+}
+
+function zero(parts: Uint8Array[]): void {
+  for (const p of parts) p.fill(0);
 }
 
 /**
@@ -66,6 +78,7 @@ export async function writeAhead(fh: FileHandle, source: AsyncIterable<Uint8Arra
         },
       )
       .finally(() => {
+        if (hooks.wipe) zero(parts);
         inFlight.delete(write);
         ahead -= n;
       });
@@ -89,6 +102,7 @@ export async function writeAhead(fh: FileHandle, source: AsyncIterable<Uint8Arra
     }
     issue();
   } finally {
+    if (hooks.wipe) zero(batch); // gathered but never issued (a failure came first)
     await Promise.all(inFlight);
   }
   if (failure) throw (failure as { err: unknown }).err;

@@ -13,8 +13,10 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { readKey } from 'openpgp';
-import { encryptBufferToPgpMime } from '../../src/pgp/index.js';
-import { armoredPart, armoredStream, crlfToLf, peekHead, type Chunks } from '../../src/client/deliver.js';
+import { sealMessage } from '../../src/pgp/index.js';
+import { armoredPart, armoredStream, crlfToLf } from '../../src/client/decrypt.js';
+import type { Chunks } from '../../src/client/deliver.js';
+import { peekHead } from '../../src/client/envelope.js';
 import { inCI, tempDir } from '../helpers/env.js';
 import { makeGpgKey, requireGpg, run, type TestKey } from '../helpers/gpg.js';
 import { CLIENT_CLI, expectNoStack, ROOT, type ClientRun } from './helpers.js';
@@ -508,7 +510,7 @@ describe('kzymy-client fetch streams each message (memory bounded, all or nothin
       const filler = Buffer.alloc(bodyBytes, 'x');
       for (let i = 75; i < filler.length; i += 77) filler.write('\r\n', i - 1, 'latin1');
       const original = Buffer.concat([Buffer.from(lines.join('\r\n'), 'latin1'), filler, Buffer.from('\r\nend\r\n')]);
-      const file = await encryptBufferToPgpMime(original, { key: await readKey({ armoredKey: key.publicArmored }), domain: 'kzymy.test' });
+      const file = await sealMessage(original, { key: await readKey({ armoredKey: key.publicArmored }), domain: 'kzymy.test' });
       return { original, file };
     }
 

@@ -1,11 +1,13 @@
 // MaildirStore against real files in temporary folders (kzymy's own Maildir code).
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { MaildirError, MaildirStore } from '../../src/maildir/index.js';
+import { HOST } from '../../src/maildir/names.js';
+import { TMP_ABANDONED_MS } from '../../src/maildir/removal.js';
 import { tempDir } from '../helpers/env.js';
 import { collect } from '../helpers/streams.js';
 
@@ -409,17 +411,37 @@ describe('MaildirStore', () => {
       expect(await new MaildirStore(path.join(root, 'missing')).listUsers()).to.deep.equal([]);
     });
 
-    it('cleanTmp deletes every stale tmp/ file and counts them, leaving new/ alone', async () => {
+    it('cleanTmp at start deletes the tmp/ files of writers on this host that are gone, and counts them, leaving new/ alone', async () => {
       const kept = await store.deliver('alice', Buffer.from('kept'));
       await store.ensureUser('bob');
-      await writeFile(path.join(root, 'alice', 'tmp', '1.M1P9Q1R0.h'), 'half a message');
-      await writeFile(path.join(root, 'alice', 'tmp', '2.M1P9Q1R0.h'), 'another half');
-      await writeFile(path.join(root, 'bob', 'tmp', '3.M1P9Q1R0.h'), 'x');
+      // pid 4194305 is above Linux's highest pid: no process has it.
+      await writeFile(path.join(root, 'alice', 'tmp', `1.M1P4194305Q1R0.${HOST}`), 'half a message');
+      await writeFile(path.join(root, 'alice', 'tmp', `2.M1P4194305Q2R0.${HOST}`), 'another half');
+      await writeFile(path.join(root, 'bob', 'tmp', `3.M1P${process.pid}Q1R0.${HOST}`), 'x'); // this process, just started
       expect(await store.cleanTmp()).to.equal(3);
       expect(await files('alice', 'tmp')).to.deep.equal([]);
       expect(await files('bob', 'tmp')).to.deep.equal([]);
       expect(await files('alice', 'new')).to.deep.equal([kept.id]);
       expect(await store.cleanTmp()).to.equal(0);
+    });
+
+    it("cleanTmp at start leaves another running process's file, and another host's, until maildir(5)'s 36 hours have passed", async () => {
+      await store.ensureUser('alice');
+      const tmp = path.join(root, 'alice', 'tmp');
+      const sibling = spawn('sleep', ['30'], { stdio: 'ignore' }); // another node on this host, writing
+      try {
+        const live = `1.M1P${sibling.pid}Q1R0.${HOST}`;
+        const elsewhere = '2.M1P9Q1R0.other-node.example';
+        const foreign = 'not-a-kzymy-name';
+        const old = '4.M1P9Q1R0.dead-node.example';
+        for (const n of [live, elsewhere, foreign, old]) await writeFile(path.join(tmp, n), 'in flight');
+        const longAgo = new Date(Date.now() - TMP_ABANDONED_MS - 60_000);
+        await utimes(path.join(tmp, old), longAgo, longAgo);
+        expect(await store.cleanTmp()).to.equal(1);
+        expect((await files('alice', 'tmp')).sort()).to.deep.equal([live, elsewhere, foreign].sort());
+      } finally {
+        sibling.kill('SIGKILL');
+      }
     });
 
     it('purges messages received before the limit, by name time or else mtime', async () => {
