@@ -9,7 +9,7 @@ import { createMessage, encrypt } from 'openpgp';
 import { armorMessage, armorStream } from './armor.js';
 import { seipdV1Session } from './seipd.js';
 import type { PublicKey } from 'openpgp';
-import { PGP_CONFIG } from './keys.js';
+import { PGP_CONFIG } from './settings.js';
 
 export interface DeliveryInfo {
   /** Envelope sender ('' for the null sender). */

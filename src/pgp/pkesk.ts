@@ -12,7 +12,7 @@
 // curve OID || 18 || KDF params || "Anonymous Sender    " || the subkey's fingerprint).
 import { createCipheriv, createHash, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { enums, type PublicKey } from 'openpgp';
-import { PGP_CONFIG } from './keys.js';
+import { PGP_CONFIG } from './settings.js';
 
 /** A new-format packet header for a final (definite) body length. */
 export function header(tag: number, length: number): Buffer {

@@ -58,12 +58,46 @@ function asBuffer(c: Uint8Array): Buffer {
   return Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
 }
 
-/** The rest of a source once its start was dealt with, chunk by chunk as it comes. */
-async function* rest(it: AsyncIterator<Uint8Array> | Iterator<Uint8Array>): AsyncGenerator<Buffer> {
-  for (;;) {
-    const r = await it.next();
-    if (r.done) return;
-    yield asBuffer(r.value);
+/** A source whose first chunks are held until it is known what precedes them or comes off. */
+class Held {
+  readonly chunks: Buffer[] = [];
+  size = 0;
+  finished = false;
+  private readonly it: AsyncIterator<Uint8Array> | Iterator<Uint8Array>;
+
+  constructor(source: Chunks) {
+    this.it = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]();
+  }
+
+  /** Reads and holds one more chunk; null once the source has ended. */
+  async more(): Promise<Buffer | null> {
+    const r = await this.it.next();
+    if (r.done) {
+      this.finished = true;
+      return null;
+    }
+    const chunk = asBuffer(r.value);
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    return chunk;
+  }
+
+  /** The held chunks without their first `drop` bytes, then the rest of the source as it comes. */
+  async *release(drop = 0): AsyncGenerator<Buffer> {
+    const chunks = this.chunks.splice(0);
+    if (drop > 0) {
+      const start = Buffer.concat(chunks).subarray(drop);
+      if (start.length > 0) yield start;
+    } else {
+      yield* chunks;
+    }
+    if (this.finished) return;
+    for (let r = await this.it.next(); !r.done; r = await this.it.next()) yield asBuffer(r.value);
+  }
+
+  /** Stops the source: a consumer that stops early (an error downstream) stops it too. */
+  async close(): Promise<void> {
+    await this.it.return?.();
   }
 }
 
@@ -163,32 +197,19 @@ export function protectBuffer(plaintext: Buffer): Buffer {
  * chunk) and then passes every chunk on as it comes.
  */
 export async function* protectPayload(plaintext: Chunks): AsyncGenerator<Buffer> {
-  const held: Buffer[] = [];
-  let size = 0;
   const scanner = new HeaderEndScanner();
-  const it = Symbol.asyncIterator in plaintext ? plaintext[Symbol.asyncIterator]() : plaintext[Symbol.iterator]();
-  let finished = false;
+  const held = new Held(plaintext);
   try {
-    while (scanner.end < 0 && size <= HEADER_SECTION_MAX) {
-      const r = await it.next();
-      if (r.done) {
-        finished = true;
-        break;
-      }
-      const chunk = asBuffer(r.value);
-      held.push(chunk);
-      scanner.feed(chunk);
-      size += chunk.length;
+    while (scanner.end < 0 && held.size <= HEADER_SECTION_MAX && !held.finished) {
+      const chunk = await held.more();
+      if (chunk) scanner.feed(chunk);
     }
     if (scanner.end >= 0 && scanner.end <= HEADER_SECTION_MAX) {
-      yield wrapperFor(Buffer.concat(held).subarray(0, scanner.end));
+      yield wrapperFor(Buffer.concat(held.chunks).subarray(0, scanner.end));
     }
-    yield* held;
-    held.length = 0;
-    if (!finished) yield* rest(it);
+    yield* held.release();
   } finally {
-    // A consumer that stops early (an error downstream) stops the source too.
-    await it.return?.();
+    await held.close();
   }
 }
 
@@ -225,27 +246,15 @@ export function restoreBuffer(payload: Buffer): Buffer {
  * restoreBuffer() for a stream: holds at most the wrapper (WRAPPER_MAX plus one chunk), then
  * passes every chunk on as it comes.
  */
-export async function* restoreOriginal(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<Buffer> {
-  const it = Symbol.asyncIterator in chunks ? chunks[Symbol.asyncIterator]() : chunks[Symbol.iterator]();
-  const held: Buffer[] = [];
-  let size = 0;
+export async function* restoreOriginal(chunks: Chunks): AsyncGenerator<Buffer> {
+  const held = new Held(chunks);
   let need = 1;
-  let finished = false;
   let drop = 0;
   try {
     for (;;) {
-      while (size < need) {
-        const r = await it.next();
-        if (r.done) {
-          finished = true;
-          break;
-        }
-        const chunk = asBuffer(r.value);
-        held.push(chunk);
-        size += chunk.length;
-      }
-      if (finished && size < need) break;
-      const w = wrapperLength(held.length === 1 ? held[0]! : Buffer.concat(held));
+      while (held.size < need && !held.finished) await held.more();
+      if (held.size < need) break;
+      const w = wrapperLength(held.chunks.length === 1 ? held.chunks[0]! : Buffer.concat(held.chunks));
       if (w === null) break;
       if (typeof w === 'number') {
         drop = w;
@@ -253,15 +262,8 @@ export async function* restoreOriginal(chunks: AsyncIterable<Uint8Array> | Itera
       }
       need = w.need;
     }
-    const start = drop > 0 ? Buffer.concat(held).subarray(drop) : null;
-    if (start) {
-      if (start.length > 0) yield start;
-    } else {
-      yield* held;
-    }
-    held.length = 0;
-    if (!finished) yield* rest(it);
+    yield* held.release(drop);
   } finally {
-    await it.return?.();
+    await held.close();
   }
 }

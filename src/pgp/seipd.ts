@@ -18,7 +18,7 @@
 // Both tag 18 and tag 11 use partial body lengths of 64 KiB, then a final definite length.
 import { createCipheriv, createHash, randomBytes, type Cipher, type Hash } from 'node:crypto';
 import { encryptSessionKey, generateSessionKey, type PublicKey } from 'openpgp';
-import { PGP_CONFIG } from './keys.js';
+import { PGP_CONFIG } from './settings.js';
 import { curve25519Pkesk, header } from './pkesk.js';
 
 /** Bytes of every partial body chunk: 2^16 (a power of two, and at least the 512 the first needs). */

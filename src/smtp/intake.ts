@@ -1,14 +1,14 @@
 // The data path: DATA -> per-recipient PGP/MIME encryption -> Maildir.
 // A message up to limits.memoryBufferBytes is read into memory once (one plaintext per
 // transaction, however many recipients). A larger one to at most COPIES_AT_ONCE recipients is
-// encrypted for each of them as it arrives, every copy reading the same chunks (fanOut) straight
+// encrypted for each of them as it arrives, every copy reading the same chunks (fan-out.ts) straight
 // into its file; to more recipients it is written to a spool that holds it encrypted under a key
 // kept in memory only (spool.ts), as it arrives, and the copies are then made from the spool a few
 // at a time (COPIES_AT_ONCE), each streaming through openpgp into its file, so memory does not
 // grow with the number of recipients. Plaintext never reaches a file.
-// What each copy encrypts is its delivery headers + the message, wrapped so that mail clients
-// show the original's Subject and From (src/pgp/protected.ts; the header section is held per
-// copy, at most HEADER_SECTION_MAX, inside ENCRYPTOR_BYTES).
+// What each copy encrypts is its delivery headers + the message, sealed with protected headers
+// so that mail clients show the original's Subject and From (copies.ts, src/pgp/seal.ts; the
+// header section is held per copy, at most HEADER_SECTION_MAX, inside ENCRYPTOR_BYTES).
 // Memory: a transaction first takes a lease on the process-wide budget (limits.memoryBudgetBytes)
 // for what it may hold, and waits, without reading, while the budget is spent.
 // Space: every copy reserves its bytes in the process-wide ledger as it writes them (space.ts).
@@ -21,18 +21,11 @@ import { setMaxListeners } from 'node:events';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../config/log.js';
-import type { Registry, User } from '../registry/index.js';
-import {
-  deliveryHeaders,
-  encryptBufferToPgpMime,
-  encryptStreamToPgpMime,
-  ENCRYPT_SLICE_BYTES,
-  protectBuffer,
-  protectPayload,
-  type DeliveryInfo,
-  type KeyCache,
-} from '../pgp/index.js';
-import type { MaildirStore, MessageInfo } from '../maildir/index.js';
+import type { Registry } from '../registry/index.js';
+import type { KeyCache } from '../pgp/index.js';
+import type { MaildirStore } from '../maildir/index.js';
+import { Copies, type Envelope, type Recipient } from './copies.js';
+import { allOrFirstFailure, fanOut } from './fan-out.js';
 import type { MemoryBudget } from './memory.js';
 import { ciphertextEstimate, type Space, type SpaceHold } from './space.js';
 import { reply } from './replies.js';
@@ -48,19 +41,10 @@ export const ENCRYPTOR_BYTES = 4 * 1024 * 1024;
 export const COPIES_AT_ONCE = 4;
 /** Plaintext buffered by the streamed path besides the encryptors: our PassThrough. */
 const STREAM_BUFFER_BYTES = 256 * 1024;
-/** Slices fed to openpgp (views, not copies): each stage of its pipeline reads ahead a few of them. */
-const SLICE_BYTES = ENCRYPT_SLICE_BYTES;
 /** A socket chunk may carry the head past its limit by this much. */
 const CHUNK_BYTES = 64 * 1024;
 /** Delivery headers, at most (Return-Path, Delivered-To, Received with bounded fields). */
 const HEADER_BYTES = 2048;
-/**
- * Messages up to this size are encrypted from one buffer per copy (headers + body, joined for
- * that copy only): openpgp's web streams cost a fixed few ms a message, so for 10 KB the buffer
- * is ~3.5x faster; past ~400 KB streaming the slices wins (armoring one big string is slow).
- * A copy in flight then holds its plaintext and ciphertext, well inside ENCRYPTOR_BYTES.
- */
-export const BUFFERED_ENCRYPT_MAX = 256 * 1024;
 
 /** Bytes an in-memory transaction of `size` bytes to `n` recipients holds at most. */
 export function memoryPathBytes(size: number, n: number): number {
@@ -70,21 +54,6 @@ export function memoryPathBytes(size: number, n: number): number {
 /** Bytes a spooled transaction to `n` recipients holds at most, with the head it has read. */
 export function streamPathBytes(head: number, n: number): number {
   return head + STREAM_BUFFER_BYTES + Math.min(COPIES_AT_ONCE, n) * ENCRYPTOR_BYTES;
-}
-
-export interface Recipient {
-  user: User;
-  /** The first address of this user in the transaction (Delivered-To). */
-  address: string;
-}
-
-export interface Envelope {
-  mailFrom: string;
-  heloName: string;
-  remoteAddress: string;
-  tls: boolean;
-  /** Transaction id, used only inside the encrypted Received line and in debug logs. */
-  id: string;
 }
 
 export interface IntakeDeps {
@@ -131,84 +100,6 @@ async function* rest(head: Buffer[], it: AsyncIterator<Uint8Array>, stream: { si
   }
 }
 
-/** Slices of `chunks`, none longer than SLICE_BYTES (views into the same memory). */
-function* slices(chunks: Buffer[], size = SLICE_BYTES): Generator<Buffer> {
-  for (const c of chunks) {
-    for (let o = 0; o < c.length; o += size) yield c.subarray(o, Math.min(c.length, o + size));
-  }
-}
-
-/**
- * One source read once by `n` readers, each of which sees every chunk: a chunk is read from the
- * source when the first reader asks for it, and no reader gets more than one chunk ahead of the
- * slowest, so at most two chunks are held whatever the readers' speeds. A reader that stops
- * early no longer holds the others back. Waits end with the signal's reason.
- */
-function fanOut(source: AsyncIterator<Uint8Array>, n: number, signal: AbortSignal): Array<AsyncGenerator<Uint8Array>> {
-  const asked = new Array<number>(n).fill(0);
-  const rounds = new Map<number, { result: Promise<IteratorResult<Uint8Array>>; left: number }>();
-  const waiters: Array<() => void> = [];
-  const changed = () => {
-    for (const w of waiters.splice(0)) w();
-  };
-  signal.addEventListener('abort', changed, { once: true });
-  const take = async (i: number, r: number): Promise<IteratorResult<Uint8Array>> => {
-    asked[i] = r;
-    changed();
-    while (r > Math.min(...asked) + 1) {
-      signal.throwIfAborted();
-      await new Promise<void>((resolve) => waiters.push(resolve));
-    }
-    signal.throwIfAborted();
-    let round = rounds.get(r);
-    if (!round) {
-      const result = source.next();
-      result.catch(() => undefined); // thrown to every reader that awaits it
-      round = { result, left: n };
-      rounds.set(r, round);
-    }
-    if (--round.left === 0) rounds.delete(r);
-    return round.result;
-  };
-  const reader = async function* (i: number): AsyncGenerator<Uint8Array> {
-    try {
-      for (let r = 0; ; r++) {
-        const { value, done } = await take(i, r);
-        if (done) return;
-        yield value;
-      }
-    } finally {
-      asked[i] = Infinity;
-      changed();
-    }
-  };
-  return Array.from({ length: n }, (_, i) => reader(i));
-}
-
-/**
- * Runs `run` for every index, at most `limit` at a time. The first failure aborts `abort` (the
- * running copies stop before their next write, the rest never start); every started run is
- * waited for before the first failure is thrown.
- */
-async function allOrFirstFailure(count: number, limit: number, abort: AbortController, run: (i: number, signal: AbortSignal) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failure: { err: unknown } | null = null;
-  const worker = async () => {
-    while (!abort.signal.aborted && next < count) {
-      const i = next++;
-      try {
-        await run(i, abort.signal);
-      } catch (err) {
-        if (!failure) failure = { err: abort.signal.aborted ? (abort.signal.reason ?? err) : err };
-        if (!abort.signal.aborted) abort.abort(err);
-      }
-    }
-  };
-  await Promise.allSettled(Array.from({ length: Math.min(limit, count) }, worker));
-  if (abort.signal.aborted && !failure) failure = { err: abort.signal.reason };
-  if (failure) throw (failure as { err: unknown }).err;
-}
-
 export async function deliverMessage(
   deps: IntakeDeps,
   stream: Readable & { sizeExceeded?: boolean },
@@ -217,18 +108,8 @@ export async function deliverMessage(
 ): Promise<{ bytes: number; mode: 'memory' | 'stream'; stored: number }> {
   const { config, maildir, keys, registry, space, memory } = deps;
   const date = new Date();
-  const info = (r: Recipient): DeliveryInfo => ({
-    mailFrom: envelope.mailFrom,
-    rcptTo: r.address,
-    heloName: envelope.heloName,
-    remoteAddress: envelope.remoteAddress,
-    receivedBy: config.domain,
-    id: envelope.id,
-    date,
-    tls: envelope.tls,
-  });
   const n = recipients.length;
-  const stored: Array<{ user: string; msg: MessageInfo }> = [];
+  let copies: Copies | null = null;
   const reservations: SpaceHold[] = [];
   // Aborted by the first failure of any kind: a client gone, a copy failed, a limit passed.
   const abort = new AbortController();
@@ -290,43 +171,13 @@ export async function deliverMessage(
     const reserved = Promise.all(copySpace.map((res) => res.reserve(estimate)));
     reserved.catch(() => undefined); // awaited below, on every path
     if (!ended) await reserved;
-    const deliverCopy = async (i: number, plaintext: AsyncIterable<Uint8Array> | Buffer, signal: AbortSignal) => {
-      const r = recipients[i]!;
-      const res = copySpace[i]!;
-      const opts = { key: parsed[i]!, domain: config.domain, date };
-      const file = Buffer.isBuffer(plaintext) ? await encryptBufferToPgpMime(plaintext, opts) : encryptStreamToPgpMime(plaintext, opts);
-      await reserved;
-      try {
-        const msg = await maildir.deliver(r.user.username, file, {
-          signal,
-          beforeWrite: (bytes) => res.beforeWrite(bytes),
-          afterWrite: (bytes) => res.afterWrite(bytes),
-          beforeRename: (final) => res.settle(final),
-        });
-        stored.push({ user: r.user.username, msg });
-      } finally {
-        // Stored (and counted by the store) or removed: either way no longer in flight.
-        res.release();
-      }
-    };
+    copies = new Copies({ maildir, domain: config.domain, envelope, date }, recipients, parsed, copySpace);
+    const all = copies;
 
     if (ended) {
       lease.shrinkTo(memoryPathBytes(size, n));
-      await allOrFirstFailure(n, COPIES_AT_ONCE, abort, (i, signal) =>
-        deliverCopy(
-          i,
-          size <= BUFFERED_ENCRYPT_MAX
-            ? protectBuffer(Buffer.concat([deliveryHeaders(info(recipients[i]!)), ...head]))
-            : protectPayload(
-                (async function* () {
-                  yield deliveryHeaders(info(recipients[i]!));
-                  yield* slices(head);
-                })(),
-              ),
-          signal,
-        ),
-      );
-      return { bytes: size, mode: 'memory', stored: stored.length };
+      await allOrFirstFailure(n, COPIES_AT_ONCE, abort, (i, signal) => all.deliver(i, head, reserved, signal));
+      return { bytes: size, mode: 'memory', stored: all.count };
     }
 
     lease.shrinkTo(streamPathBytes(size, n));
@@ -343,25 +194,14 @@ export async function deliverMessage(
       })();
       const readers = fanOut(counted, n, abort.signal);
       try {
-        await allOrFirstFailure(n, COPIES_AT_ONCE, abort, (i, signal) =>
-          deliverCopy(
-            i,
-            protectPayload(
-              (async function* () {
-                yield deliveryHeaders(info(recipients[i]!));
-                for await (const c of readers[i]!) yield* slices([Buffer.from(c.buffer, c.byteOffset, c.byteLength)]);
-              })(),
-            ),
-            signal,
-          ),
-        );
+        await allOrFirstFailure(n, COPIES_AT_ONCE, abort, (i, signal) => all.deliver(i, readers[i]!, reserved, signal));
       } catch (err) {
         // The size limit passed mid-DATA: that is the reason, whatever each copy saw.
         if (stream.sizeExceeded) throw new MessageTooBig();
         throw err;
       }
       if (stream.sizeExceeded) throw new MessageTooBig();
-      return { bytes: total, mode: 'stream', stored: stored.length };
+      return { bytes: total, mode: 'stream', stored: all.count };
     }
 
     // Larger, to many recipients: the message goes to the spool (encrypted under a key held in
@@ -379,19 +219,8 @@ export async function deliverMessage(
     if (stream.sizeExceeded) throw new MessageTooBig();
     const whole = spool;
     for (const res of copySpace) await res.reserve(ciphertextEstimate(total + HEADER_BYTES));
-    await allOrFirstFailure(n, COPIES_AT_ONCE, abort, (i, signal) =>
-      deliverCopy(
-        i,
-        protectPayload(
-          (async function* () {
-            yield deliveryHeaders(info(recipients[i]!));
-            for await (const c of whole.read()) yield* slices([c]);
-          })(),
-        ),
-        signal,
-      ),
-    );
-    return { bytes: total, mode: 'stream', stored: stored.length };
+    await allOrFirstFailure(n, COPIES_AT_ONCE, abort, (i, signal) => all.deliver(i, whole.read(), reserved, signal));
+    return { bytes: total, mode: 'stream', stored: all.count };
   } catch (err) {
     fail(err instanceof Error ? err : new Error(String(err)));
     stream.unpipe(src);
@@ -400,7 +229,7 @@ export async function deliverMessage(
     src.destroy();
     // All or nothing: every branch has ended (allOrFirstFailure waited for them), so this
     // removes every copy that was stored, and the sender's retry duplicates nothing.
-    await Promise.all(stored.map((s) => maildir.remove(s.user, s.msg.id).catch(() => undefined)));
+    await copies?.removeAll();
     throw err;
   } finally {
     await spool?.close().catch(() => undefined);

@@ -1,8 +1,11 @@
-// Four narrow adjustments to smtp-server that its options do not offer. Hand-written
-// because no option exists. package.json pins the exact smtp-server version they were
-// reviewed against, and at start (and in test/smtp/patches.test.ts) the source of every
-// method they replace or wrap is compared with the reviewed one: another smtp-server
-// refuses to start, naming what changed, instead of misbehaving.
+// Four narrow adjustments to smtp-server that its options do not offer (3.21.6 has no option
+// for a greeting pause, for a reply's own enhanced code, for the over-long line's reply, for a
+// deadline on a line or a message, or for the DATA parser). package.json pins the exact
+// smtp-server version they were reviewed against. At start (and in test/smtp/patches.test.ts)
+// the source of every method they replace or wrap is compared with the reviewed one, and once
+// applied, the patched connection is run over a stub socket and what it writes is compared
+// with what the patches promise: another smtp-server refuses to start, naming what changed,
+// instead of misbehaving.
 //
 // 1. The greeting pause. smtp-server waits a hard-coded 100 ms before "220" to catch
 //    clients that talk before the greeting ("early talkers"). kzymy makes the pause
@@ -32,10 +35,13 @@ import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { UserError } from '../config/index.js';
 import { feedDataStream } from './data-stream.js';
+import { probeConnection } from './patch-probe.js';
 import { ConnectionDeadlines, type ConnectionState, type DeadlineOptions, type ParserState } from './deadlines.js';
 
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
 let applied = false;
+/** Set when the patched connection failed its check: the patches stay refused. */
+let refusal: UserError | null = null;
 
 /** The smtp-server release the patches were reviewed against (pinned in package.json). */
 export const REVIEWED_VERSION = '3.21.6';
@@ -69,22 +75,18 @@ export function installedSmtpServerVersion(): string {
   return (require('smtp-server/package.json') as { version: string }).version;
 }
 
-/** The methods named in REVIEWED as smtp-server defines them (taken before any patching). */
-function methodsNow(): Record<string, unknown> {
-  const protos: Record<string, Record<string, unknown>> = {
-    SMTPConnection: SMTPConnection.prototype as unknown as Record<string, unknown>,
-    SMTPStream: SMTPStream.prototype as unknown as Record<string, unknown>,
-  };
+/** The methods named in REVIEWED as the given prototypes define them. */
+export function methodsOf(protos: { SMTPConnection: object; SMTPStream: object }): Record<string, unknown> {
   return Object.fromEntries(
     Object.keys(REVIEWED).map((name) => {
       const [cls, method] = name.split('.') as [string, string];
-      return [name, protos[cls]![method]];
+      return [name, (protos[cls as keyof typeof protos] as Record<string, unknown>)[method]];
     }),
   );
 }
 
 /** smtp-server's own methods, as loaded: this module is the only one that patches them. */
-const ORIGINALS: Readonly<Record<string, unknown>> = Object.freeze(methodsNow());
+const ORIGINALS: Readonly<Record<string, unknown>> = Object.freeze(methodsOf({ SMTPConnection: SMTPConnection.prototype, SMTPStream: SMTPStream.prototype }));
 
 /** smtp-server's unpatched methods by name, e.g. "SMTPStream.startDataMode". */
 export function originalMethods(): Record<string, unknown> {
@@ -102,12 +104,53 @@ export function reviewedDifferences(methods: Record<string, unknown> = ORIGINALS
   return changed;
 }
 
-interface ConnectionInternals extends ConnectionState {
+/** Throws the UserError that names every reviewed method whose source changed. */
+export function checkReviewed(methods: Record<string, unknown> = ORIGINALS): void {
+  const changed = reviewedDifferences(methods);
+  if (!changed.length) return;
+  const version = installedSmtpServerVersion();
+  const which = version === REVIEWED_VERSION ? `The installed smtp-server ${version} differs from` : `smtp-server ${version} is not`;
+  throw new UserError(
+    `${which} the ${REVIEWED_VERSION} that kzymy's patches (src/smtp/patches.ts) were reviewed against: ` +
+      `${changed.join(', ')} changed. Install smtp-server ${REVIEWED_VERSION} (npm ci), or review the patches for this version.`,
+  );
+}
+
+/** What a patched connection must write: one probe per promise the patches make. */
+const PROBES: ReadonlyArray<{ what: string; run: (c: ConnectionInternals) => void; line: string }> = [
+  { what: 'a reply with its own enhanced code', run: (c) => c.send(550, '5.7.1 Relaying denied'), line: '550 5.7.1 Relaying denied' },
+  { what: 'a reply without one', run: (c) => c.send(550, 'No such mailbox here'), line: '550 5.1.1 No such mailbox here' },
+  { what: 'an over-long command line', run: (c) => c.send(421, 'Error: Command line too long'), line: '421 4.5.0 Command line too long; closing connection' },
+  { what: 'a connection over maxClients', run: (c) => c.init(), line: '421 4.7.0 self-check Too many connected clients, try again in a moment' },
+];
+
+/**
+ * Proves the patches on a connection made by `Connection` (smtp-server's, once patched): each
+ * probe must write exactly its line. Throws a UserError naming the first that does not.
+ */
+export function checkPatchedConnection(Connection: new (...args: never[]) => object = SMTPConnection as never): void {
+  for (const p of PROBES) {
+    let got: string;
+    try {
+      got = probeConnection(Connection, p.run);
+    } catch (err) {
+      got = `nothing: it threw ${String(err)}`;
+    }
+    if (got === p.line) continue;
+    throw new UserError(
+      `smtp-server's connection does not behave as kzymy's patches (src/smtp/patches.ts) expect: for ${p.what} it wrote ${JSON.stringify(got)} instead of "${p.line}". ` +
+        `Install smtp-server ${REVIEWED_VERSION} (npm ci), or review the patches for this version.`,
+    );
+  }
+}
+
+export interface ConnectionInternals extends ConnectionState {
   _server: {
     options: { maxClients?: number; greetingDelayMs?: number } & Partial<DeadlineOptions>;
     connections: Set<unknown>;
   };
   name: string;
+  init(): void;
   _setListeners(cb: () => void): void;
   connectionReady(): void;
   _createParser(): ParserInternals;
@@ -153,14 +196,9 @@ function checkParser(): void {
 }
 
 export function applySmtpServerPatches(): void {
+  if (refusal) throw refusal;
   if (applied) return;
-  const changed = reviewedDifferences();
-  if (changed.length) {
-    throw new UserError(
-      `smtp-server ${installedSmtpServerVersion()} is not the ${REVIEWED_VERSION} that kzymy's patches (src/smtp/patches.ts) were reviewed against: ` +
-        `${changed.join(', ')} changed. Install smtp-server ${REVIEWED_VERSION} (npm ci), or review the patches for this version.`,
-    );
-  }
+  checkReviewed();
   const proto = SMTPConnection.prototype as unknown as ConnectionInternals & Record<string, unknown>;
   checkParser();
 
@@ -217,15 +255,19 @@ export function applySmtpServerPatches(): void {
     this.kzymyDeadlines?.lineComplete();
     return onCommand.call(this, command, callback);
   };
-  const close = proto.close;
-  proto.close = function patchedClose(this: ConnectionInternals) {
-    this.kzymyDeadlines?.stop();
-    return close.call(this);
-  };
-  const onClose = proto._onClose;
-  proto._onClose = function patchedOnClose(this: ConnectionInternals) {
-    this.kzymyDeadlines?.stop();
-    return onClose.call(this);
-  };
+  // Either end of a connection stops its deadlines.
+  for (const name of ['close', '_onClose'] as const) {
+    const original = proto[name];
+    proto[name] = function stopDeadlines(this: ConnectionInternals) {
+      this.kzymyDeadlines?.stop();
+      return original.call(this);
+    };
+  }
   applied = true;
+  try {
+    checkPatchedConnection();
+  } catch (err) {
+    if (err instanceof UserError) refusal = err;
+    throw err;
+  }
 }

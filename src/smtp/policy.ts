@@ -8,11 +8,15 @@ import type { MaildirStore } from '../maildir/index.js';
 import { reply } from './replies.js';
 import type { Space } from './space.js';
 
-export interface PolicyDeps {
+/** What the SMTP side reads: the settings, the users, their parsed keys and their Maildirs. */
+export interface SmtpStores {
   config: Config;
   registry: Registry;
   maildir: MaildirStore;
   keys: KeyCache;
+}
+
+export interface PolicyDeps extends SmtpStores {
   /** The server's space ledger (here or in the server process): bytes in flight count at RCPT too. */
   space?: Space;
   now?: () => Date;

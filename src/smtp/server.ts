@@ -4,24 +4,18 @@ import type { AddressInfo } from 'node:net';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession, type SMTPServerAddress } from 'smtp-server';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../config/log.js';
-import type { Registry } from '../registry/index.js';
-import type { KeyCache } from '../pgp/index.js';
-import type { MaildirStore } from '../maildir/index.js';
 import { applySmtpServerPatches } from './patches.js';
 import { SourceCounter } from './sources.js';
 import type { DeadlineOptions } from './deadlines.js';
-import { RecipientPolicy } from './policy.js';
-import { deliverMessage, MessageTooBig, transactionId, type Recipient } from './intake.js';
+import { RecipientPolicy, type SmtpStores } from './policy.js';
+import type { Recipient } from './copies.js';
+import { deliverMessage, MessageTooBig, transactionId } from './intake.js';
 import { reply, SmtpReply } from './replies.js';
 import { MemoryBudget } from './memory.js';
 import { SpaceLedger, type Space } from './space.js';
 import { ReplyCounter } from './counters.js';
 
-export interface SmtpDeps {
-  config: Config;
-  registry: Registry;
-  maildir: MaildirStore;
-  keys: KeyCache;
+export interface SmtpDeps extends SmtpStores {
   logger: Logger;
 }
 
@@ -32,6 +26,9 @@ export interface SmtpListener {
   /** Stops accepting connections, waits for transactions in flight (bounded), closes. */
   close(): Promise<void>;
 }
+
+/** How long a stop waits for the transactions in flight, at most. */
+const DRAIN_MS = 20_000;
 
 /** Per-transaction state, keyed by smtp-server's envelope object (new for every MAIL FROM). */
 type Tx = Map<string, Recipient>;
@@ -61,10 +58,8 @@ export interface SmtpShared {
 export interface SmtpCore {
   server: SMTPServer;
   replies: ReplyCounter;
-  /** Transactions whose DATA is being stored. */
-  inFlight(): number;
-  /** New connections get 421 4.3.2 from now on. */
-  stopAccepting(): void;
+  /** New connections get 421 4.3.2 from now on; waits (bounded) for the transactions in flight. */
+  stop(): Promise<void>;
 }
 
 export async function buildSmtp(deps: SmtpDeps, shared: SmtpShared): Promise<SmtpCore> {
@@ -203,17 +198,13 @@ export async function buildSmtp(deps: SmtpDeps, shared: SmtpShared): Promise<Smt
   return {
     server,
     replies,
-    inFlight: () => inFlight,
-    stopAccepting: () => {
+    async stop() {
       closing = true;
+      // Transactions whose DATA is being stored end, stored or refused.
+      const deadline = Date.now() + DRAIN_MS;
+      while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     },
   };
-}
-
-/** Waits (bounded) for the transactions in flight to be stored or refused. */
-export async function drain(core: SmtpCore, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (core.inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
 }
 
 /** SMTP in this process: one listener, this process's ledger and memory budget. */
@@ -238,8 +229,7 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpListener> {
     port,
     replies: () => core.replies.lastHour(),
     async close() {
-      core.stopAccepting();
-      await drain(core);
+      await core.stop();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };

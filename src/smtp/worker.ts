@@ -4,7 +4,7 @@
 // the server process (remote-space.ts) and tells it of every message stored or removed.
 import type { Socket } from 'node:net';
 import type { Channel } from './channel.js';
-import { buildSmtp, drain, type SmtpDeps } from './server.js';
+import { buildSmtp, type SmtpDeps } from './server.js';
 import { MemoryBudget } from './memory.js';
 import { RemoteSpace } from './remote-space.js';
 import { reply } from './replies.js';
@@ -37,8 +37,7 @@ export async function startSmtpWorker(deps: SmtpDeps, channel: Channel, memoryBu
     },
     replies: () => core.replies.lastHour(),
     async close() {
-      core.stopAccepting();
-      await drain(core);
+      await core.stop();
       // Sessions that are idle or between transactions: told, then closed (as smtp-server's close does).
       const open = (core.server as unknown as { connections: Set<{ send(code: number, text: string): void; close(): void }> }).connections;
       const bye = reply.shuttingDown();

@@ -3,7 +3,7 @@
 // delivered. The plaintext never touches the disk.
 import { randomBytes } from 'node:crypto';
 import type { User } from '../registry/index.js';
-import { encryptBufferToPgpMime, protectBuffer, rfc5322Date } from '../pgp/index.js';
+import { rfc5322Date, sealMessage } from '../pgp/index.js';
 import { CLIENT_RUN } from './client-download.js';
 import type { Web } from './context.js';
 
@@ -37,10 +37,8 @@ export function buildMail(domain: string, mail: TextMail): Buffer {
 export async function deliverEncrypted(web: Web, user: User, plaintext: Buffer, date: Date): Promise<void> {
   const { keys, maildir, config } = web.deps;
   const key = await keys.get(user.fingerprint, user.keyId, () => web.deps.registry.publicKey(user));
-  // Wrapped like intake's mail, so that mail clients show its From and Subject.
-  const payload = protectBuffer(plaintext);
-  const file = await encryptBufferToPgpMime(payload, { key, domain: config.domain, date });
-  payload.fill(0);
+  // Sealed like intake's mail (protected headers), so that mail clients show its From and Subject.
+  const file = await sealMessage(plaintext, { key, domain: config.domain, date });
   plaintext.fill(0);
   await maildir.deliver(user.username, file);
 }
