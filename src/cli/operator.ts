@@ -8,6 +8,7 @@ import path from 'node:path';
 import { UserError, type Config } from '../config/index.js';
 import { checkPublicKey, keyRecord } from '../pgp/index.js';
 import { readOnionAddress } from '../tor/index.js';
+import { removeAccount } from '../web/index.js';
 import { openStores, purge } from './server-app.js';
 import type { User } from '../registry/index.js';
 
@@ -149,8 +150,8 @@ export async function usersSetDisabled(config: Config, username: string, disable
 export async function usersDelete(config: Config, username: string): Promise<void> {
   const { registry, maildir } = await openStores(config);
   if (!registry.get(username)) throw new UserError(`There is no user "${username}".`);
-  await registry.remove(username);
-  await maildir.removeUser(username);
+  // A running server forgets her sessions and login state when its registry no longer has her.
+  await removeAccount({ registry, maildir }, username);
 }
 
 export async function stats(config: Config): Promise<{ users: number; active: number; disabled: number; waiting: number; bytes: number; oldestAgeSeconds: number | null }> {

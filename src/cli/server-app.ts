@@ -11,7 +11,7 @@ import { MaildirStore } from '../maildir/index.js';
 import { startSmtp, type SmtpListener } from '../smtp/server.js';
 import { startSmtpPrimary, type WorkerInit } from '../smtp/primary.js';
 import { readOnionAddress, startManagedTor, watchTor, type ManagedTor, type TorWatch } from '../tor/index.js';
-import { startWeb, sendExpiryNotices } from '../web/index.js';
+import { startExpiryNotices, startWeb } from '../web/index.js';
 import { collectStatus, controlSocketPath, startControlSocket } from './status.js';
 import { version } from './version.js';
 
@@ -124,7 +124,8 @@ export async function runServer(config: Config, logger: Logger, opts: RunOptions
 
   const smtp = await startSmtpIntake(config, logger, registry, maildir, keys, opts.logFormat ?? 'json');
   let onion: string | null = null;
-  const web = await startWeb({ config, registry, maildir, keys, logger, onionAddress: () => onion });
+  const webDeps = { config, registry, maildir, keys, logger, onionAddress: () => onion };
+  const web = await startWeb(webDeps);
   const webPort = web.port;
 
   let watch: TorWatch | null = null;
@@ -183,14 +184,7 @@ export async function runServer(config: Config, logger: Logger, opts: RunOptions
   void purge(config, maildir).catch(() => undefined);
 
   // Key-expiry notices (14 and 3 days ahead) land in the user's Maildir like any mail.
-  const notify = () =>
-    sendExpiryNotices({ config, registry, maildir, keys, logger, onionAddress: () => onion }, new Date()).then(
-      (n) => n && logger.info({ evt: 'expiry-notices', count: n }),
-      (err) => logger.error({ evt: 'expiry-notices-failed', err }),
-    );
-  const notices = setInterval(notify, 6 * HOUR);
-  notices.unref();
-  void notify();
+  const notices = startExpiryNotices(webDeps);
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -199,7 +193,7 @@ export async function runServer(config: Config, logger: Logger, opts: RunOptions
     logger.info({ evt: 'stopping', signal });
     clearInterval(retention);
     if (onionWatch) clearInterval(onionWatch);
-    clearInterval(notices);
+    notices.stop();
     watch?.close();
     await control.close();
     await smtp.close();

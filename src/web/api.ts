@@ -2,16 +2,16 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { RegistryError, type User } from '../registry/index.js';
-import { keyRecord } from '../pgp/index.js';
+import { forgetAccount, removeAccount } from './accounts.js';
 import { createChallenge, issueToken } from './auth.js';
-import { endSessions, forgetLogins, requireToken, type AuthState } from './sessions.js';
-import { codeMatches, encryptChallenge, hashCode, newCode, randomId } from './challenge.js';
+import { confirmKeyChange, requestKeyChange } from './key-rotation.js';
+import { requireToken, type AuthState } from './sessions.js';
 import { onionHost, serverFor, type Web } from './context.js';
 import { WebError } from './errors.js';
 import { readJson } from './body.js';
-import { limit, tooMany, tryAgainIn } from './ratelimit.js';
+import { tryAgainIn } from './ratelimit.js';
 import { pickupRoutes } from './pickup.js';
-import { challengeServer, checkKey, confirmSignup, findSignup, REGISTERED, startSignup } from './signup.js';
+import { confirmSignup, findSignup, startSignup } from './signup.js';
 
 function auth(ctx: Context): AuthState {
   return ctx.state.auth as AuthState;
@@ -37,7 +37,7 @@ async function policyChange(ctx: Context, fn: () => Promise<User>): Promise<void
 }
 
 export function apiRouter(web: Web): Router {
-  const { registry, maildir, config, keys, logger } = web.deps;
+  const { registry, maildir, config, logger } = web.deps;
   const router = new Router({ prefix: '/api/v1' });
   const json = (ctx: Context): Promise<Record<string, unknown>> => readJson(ctx, web.limits.maxJsonBytes);
   const authed = requireToken(web);
@@ -148,13 +148,9 @@ export function apiRouter(web: Web): Router {
   });
 
   router.delete('/account', authed, async (ctx) => {
-    const username = auth(ctx).user.username;
-    await registry.remove(username);
-    endSessions(web, username);
-    forgetLogins(web, username, auth(ctx).user.fingerprint);
-    web.rotations.deleteWhere((r) => r.username === username);
-    keys.delete(auth(ctx).user.fingerprint);
-    await maildir.removeUser(username);
+    const { username, fingerprint } = auth(ctx).user;
+    await removeAccount(web.deps, username);
+    forgetAccount(web, username, [fingerprint]);
     logger.info({ evt: 'account-deleted' }, 'account');
     ctx.body = { deleted: username };
   });
@@ -177,68 +173,19 @@ export function apiRouter(web: Web): Router {
     await policyChange(ctx, () => registry.setCatchAll(auth(ctx).user.username, body.enabled as boolean));
   });
 
-  // --- key update and rotation ---------------------------------------------------------
+  // --- key update and rotation (./key-rotation.ts) ------------------------------------
 
   router.post('/key', authed, async (ctx) => {
     const body = await json(ctx);
-    const { user } = auth(ctx);
-    const key = await checkKey(web, str(body, 'publicKey', 'an ASCII-armored public key'), () => {
-      const now = web.now();
-      limit(web.buckets.keyUser.take(user.username, now), 'Too many keys sent for this account.');
-      limit(web.buckets.keyCheck.take(now), 'Too many keys are being checked right now.');
-    });
-    const record = keyRecord(key);
-    if (key.fingerprint === user.fingerprint) {
-      // The registered key may have expired meanwhile: the same key with a new expiry repairs it.
-      const updated = await registry.setKey(user.username, record);
-      keys.delete(user.fingerprint);
-      forgetLogins(web, user.username, user.fingerprint);
-      logger.info({ evt: 'key-updated' }, 'account');
-      ctx.body = { status: 'updated', fingerprint: updated.fingerprint, keyExpiresAt: updated.keyExpiresAt };
-      return;
-    }
-    // Whether the new key is taken is told only after its challenge is answered (confirm).
-    const server = challengeServer(ctx.host);
-    const code = newCode();
-    const challenge = await encryptChallenge(key.key, { purpose: 'rotate', server, username: user.username, fingerprint: key.fingerprint, code });
-    const rotationId = randomId();
-    const now = web.now();
-    const expiresAt = now + web.limits.rotationTtlMs;
-    // One pending rotation per user: a new request replaces the previous one.
-    web.rotations.deleteWhere((r) => r.username === user.username);
-    if (!web.rotations.set(rotationId, { username: user.username, key, codeHash: hashCode(code) }, expiresAt, now)) {
-      throw tooMany('Too many key changes are waiting right now.', 60);
-    }
-    ctx.status = 202;
-    ctx.body = { status: 'confirm', rotationId, fingerprint: key.fingerprint, challenge, expiresAt: new Date(expiresAt).toISOString() };
+    const result = await requestKeyChange(web, auth(ctx).user, str(body, 'publicKey', 'an ASCII-armored public key'), ctx.host);
+    if (result.status === 'confirm') ctx.status = 202;
+    ctx.body = result;
   });
 
   router.post('/key/confirm', authed, async (ctx) => {
     const body = await json(ctx);
     const { user, tokenKey } = auth(ctx);
-    const now = web.now();
-    const id = body.rotationId;
-    const pending = typeof id === 'string' ? web.rotations.get(id, now) : undefined;
-    if (!pending || pending.username !== user.username) {
-      throw new WebError(404, 'no-rotation', 'This key change is unknown, expired or already used. Send the new key again.');
-    }
-    web.rotations.delete(id as string);
-    if (!codeMatches(pending.codeHash, body.code)) {
-      throw new WebError(400, 'wrong-code', 'That code is not right. The key change has ended; send the new key again. Your old key stays in use.');
-    }
-    if (registry.findByFingerprint(pending.key.fingerprint)) throw new WebError(409, 'key-registered', REGISTERED);
-    let updated: User;
-    try {
-      updated = await registry.setKey(user.username, keyRecord(pending.key));
-    } catch (err) {
-      if (err instanceof RegistryError && err.code === 'duplicate-key') throw new WebError(409, 'key-registered', REGISTERED);
-      throw err;
-    }
-    keys.delete(user.fingerprint);
-    endSessions(web, user.username, tokenKey);
-    forgetLogins(web, user.username, user.fingerprint);
-    logger.info({ evt: 'key-rotated' }, 'account');
-    ctx.body = { status: 'rotated', fingerprint: updated.fingerprint, keyExpiresAt: updated.keyExpiresAt };
+    ctx.body = await confirmKeyChange(web, user, tokenKey, body.rotationId, body.code);
   });
 
   // Anything else under /api is a JSON 404 (or 405 from allowedMethods).

@@ -255,7 +255,7 @@ export async function issueToken(web: Web, req: TokenRequest, host: string): Pro
   if (req.code !== undefined) web.fallbacks.deleteWhere((_v, k) => k.startsWith(`${user.username}\n`));
   const token = randomId('kzt_');
   const expiresAt = now + web.limits.tokenTtlMs;
-  if (!web.sessions.set(secretKey(token), { username: user.username, expiresAt }, expiresAt, now)) {
+  if (!web.sessions.set(secretKey(token), { username: user.username, fingerprint: user.fingerprint, expiresAt }, expiresAt, now)) {
     throw new WebError(503, 'unavailable', 'Too many sessions are open right now. Try again in a few minutes.');
   }
   web.deps.logger.info({ evt: 'token-issued' }, 'auth');

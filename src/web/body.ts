@@ -2,7 +2,11 @@
 // or multipart, through busboy) for the pages.
 import type { Context } from 'koa';
 import busboy from 'busboy';
+import { MAX_KEY_BYTES } from '../pgp/index.js';
 import { WebError } from './errors.js';
+
+/** What a refused key form is told about the size of a key. */
+const KEY_SIZE = `A public key is at most ${MAX_KEY_BYTES / 1024} KiB.`;
 
 function declaredLength(ctx: Context): number | null {
   const raw = ctx.get('Content-Length');
@@ -57,7 +61,7 @@ export function readForm(ctx: Context, limits: FormLimits): Promise<Form> {
   }
   const declared = declaredLength(ctx);
   if (declared !== null && declared > limits.fieldBytes * 3 + limits.fileBytes + 64 * 1024) {
-    return Promise.reject(new WebError(413, 'too-large', 'The form is far too large. A public key is at most 64 KiB.'));
+    return Promise.reject(new WebError(413, 'too-large', `The form is far too large. ${KEY_SIZE}`));
   }
   return new Promise<Form>((resolve, reject) => {
     let bb: busboy.Busboy;
@@ -76,7 +80,7 @@ export function readForm(ctx: Context, limits: FormLimits): Promise<Form> {
       if (!failure) failure = e;
     };
     bb.on('field', (name, value, info) => {
-      if (info.valueTruncated) fail(new WebError(413, 'too-large', 'A form field is too large. A public key is at most 64 KiB.'));
+      if (info.valueTruncated) fail(new WebError(413, 'too-large', `A form field is too large. ${KEY_SIZE}`));
       else form.fields[name] = value;
     });
     bb.on('file', (name, stream) => {

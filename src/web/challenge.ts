@@ -212,6 +212,11 @@ export class ExpiringMap<V> {
     for (const [k, e] of this.map) if (pred(e.value, k)) this.map.delete(k);
   }
 
+  /** Every entry still held, expired or not, as [key, value]. */
+  *entries(): IterableIterator<[string, V]> {
+    for (const [k, e] of this.map) yield [k, e.value];
+  }
+
   get size(): number {
     return this.map.size;
   }

@@ -34,6 +34,8 @@ export interface FallbackChallenge {
 
 export interface Session {
   username: string;
+  /** The key she logged in with (kept current by a key rotation): what to forget with her account. */
+  fingerprint: string;
   expiresAt: number;
 }
 

@@ -3,8 +3,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
 import { isLoopbackHost, UserError } from '../config/index.js';
+import { followRemovedAccounts } from './accounts.js';
 import { apiRouter } from './api.js';
-import { createWeb } from './context.js';
+import { createWeb, type Web } from './context.js';
 import { errorHandler } from './errors.js';
 import { securityHeaders } from './headers.js';
 import { pagesRouter } from './pages.js';
@@ -13,11 +14,16 @@ import type { WebDeps } from './types.js';
 
 export type { WebDeps, WebLimits } from './types.js';
 export { DEFAULT_LIMITS } from './types.js';
-export { sendExpiryNotices } from './notices.js';
+export { removeAccount } from './accounts.js';
+export { sendExpiryNotices, startExpiryNotices, type ExpiryNotices } from './notices.js';
 export { CSP, SECURITY_HEADERS } from './headers.js';
 
 export function createWebApp(deps: WebDeps): Koa {
-  const web = createWeb(deps);
+  return webApp(createWeb(deps));
+}
+
+function webApp(web: Web): Koa {
+  const { deps } = web;
   const app = new Koa({ proxy: false });
   // Koa's own error printer would write stacks to stderr; errors are answered below, and
   // what still escapes (a client gone mid-download) is logged by name and code only.
@@ -51,7 +57,8 @@ export async function startWeb(deps: WebDeps): Promise<WebServer> {
       `The web listener must stay on loopback (127.0.0.1 or ::1) so that it is reachable only through the onion service; "${host}" is not.`,
     );
   }
-  const app = createWebApp(deps);
+  const web = createWeb(deps);
+  const app = webApp(web);
   const server = http.createServer({ maxHeaderSize: 16 * 1024 }, app.callback());
   server.headersTimeout = 30_000;
   server.requestTimeout = 120_000;
@@ -68,10 +75,13 @@ export async function startWeb(deps: WebDeps): Promise<WebServer> {
     });
   });
   const actual = (server.address() as AddressInfo).port;
+  // Accounts deleted by another process (the operator's CLI): their sessions end here too.
+  const removals = followRemovedAccounts(web);
   return {
     port: actual,
     close: () =>
       new Promise<void>((resolve, reject) => {
+        removals.stop();
         server.close((err) => (err ? reject(err) : resolve()));
         server.closeIdleConnections();
         setTimeout(() => server.closeAllConnections(), 2000).unref();

@@ -1,5 +1,5 @@
-// Key-expiry notices: 14 days and again 3 days before the user's key
-// expires, an encrypted notice lands in her Maildir. Each is recorded in the user's
+// Key-expiry notices, a timer job of the server: 14 days and again 3 days before the user's
+// key expires, an encrypted notice lands in her Maildir. Each is recorded in the user's
 // `notices` (e.g. "14d:2027-01-01T00:00:00.000Z") so that it is sent once; a key update
 // clears the list (Registry.setKey).
 import type { User } from '../registry/index.js';
@@ -7,7 +7,8 @@ import { createWeb, type Web } from './context.js';
 import { buildMail, deliverEncrypted } from './mail.js';
 import type { WebDeps } from './types.js';
 
-const DAY = 86_400_000;
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
 const STAGES = [
   { tag: '3d', days: 3 },
   { tag: '14d', days: 14 },
@@ -52,18 +53,48 @@ async function noticesFor(web: Web, user: User, now: Date): Promise<number> {
   return 1;
 }
 
-/** Sends the notices that are due at `now`; returns how many were delivered. */
-export async function sendExpiryNotices(deps: WebDeps, now: Date): Promise<number> {
-  const web = createWeb({ ...deps, now: () => now });
+async function sendDue(web: Web, now: Date): Promise<number> {
+  const { registry, logger } = web.deps;
   let sent = 0;
-  for (const user of deps.registry.list()) {
+  for (const user of registry.list()) {
     try {
       sent += await noticesFor(web, user, now);
     } catch (err) {
       const e = err as { name?: string; code?: string };
-      deps.logger.warn({ evt: 'notice-failed', err: e }, 'notices');
+      logger.warn({ evt: 'notice-failed', err: e }, 'notices');
     }
   }
-  if (sent > 0) deps.logger.info({ evt: 'expiry-notices', count: sent }, 'notices');
+  if (sent > 0) logger.info({ evt: 'expiry-notices', count: sent }, 'notices');
   return sent;
+}
+
+/** Sends the notices that are due at `now`; returns how many were delivered. */
+export function sendExpiryNotices(deps: WebDeps, now: Date): Promise<number> {
+  return sendDue(createWeb({ ...deps, now: () => now }), now);
+}
+
+/** The running job of key-expiry notices. */
+export interface ExpiryNotices {
+  /** Sends what is due now, after any run under way (the timer does the same); resolves to how many were delivered. */
+  run(): Promise<number>;
+  /** Ends the timer; a run under way finishes on its own. */
+  stop(): void;
+}
+
+/** Sends the notices that are due at once, then every `everyMs` (6 hours), until stopped. */
+export function startExpiryNotices(deps: WebDeps, everyMs = 6 * HOUR): ExpiryNotices {
+  const web = createWeb(deps);
+  // One run at a time: a notice is recorded only after its delivery, so two runs at once could both send it.
+  let last: Promise<number> = Promise.resolve(0);
+  const run = (): Promise<number> =>
+    (last = last.then(() =>
+      sendDue(web, web.date()).catch((err: unknown) => {
+        deps.logger.error({ evt: 'expiry-notices-failed', err: err as { name?: string; code?: string } }, 'notices');
+        return 0;
+      }),
+    ));
+  const timer = setInterval(() => void run(), everyMs);
+  timer.unref();
+  void run();
+  return { run, stop: () => clearInterval(timer) };
 }

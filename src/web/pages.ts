@@ -4,6 +4,7 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { MAX_KEY_BYTES } from '../pgp/index.js';
 import { readForm } from './body.js';
 import { CLIENT_FILE_NAME, CLIENT_PATH } from './client-download.js';
 import { onionHost, serverFor, type PendingSignup, type Web } from './context.js';
@@ -67,7 +68,7 @@ function clientView(web: Web, host: string): ClientView {
 export function pagesRouter(web: Web): Router {
   const { config } = web.deps;
   const router = new Router();
-  const formLimits = { fileBytes: web.limits.maxKeyBytes, fieldBytes: web.limits.maxKeyBytes * 2 };
+  const formLimits = { fileBytes: MAX_KEY_BYTES, fieldBytes: MAX_KEY_BYTES * 2 };
 
   const home = (ctx: Context, status = 200, error?: string, keyText?: string): void => {
     ctx.status = status;
@@ -113,7 +114,7 @@ export function pagesRouter(web: Web): Router {
     const form = await readForm(ctx, formLimits);
     const file = form.files.keyfile;
     const pasted = form.fields.key;
-    const keyText = echoKey(pasted, web.limits.maxKeyBytes);
+    const keyText = echoKey(pasted, MAX_KEY_BYTES);
     if (!formTokenValid(web, form.fields.csrf)) return home(ctx, 400, STALE_FORM, keyText);
     const input: string | Uint8Array = file && file.length > 0 ? file : (pasted ?? '');
     try {

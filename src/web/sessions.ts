@@ -7,10 +7,10 @@ import { secretKey } from './challenge.js';
 import type { Web } from './context.js';
 import { WebError } from './errors.js';
 
-/** Forgets the login state of a user (after a key change or account deletion). */
-export function forgetLogins(web: Web, username: string, fingerprint: string): void {
+/** Forgets the login state of a user and of her keys (after a key change or account deletion). */
+export function forgetLogins(web: Web, username: string, ...fingerprints: string[]): void {
   web.fallbacks.deleteWhere((_v, k) => k.startsWith(`${username}\n`));
-  web.signable.delete(fingerprint);
+  for (const fingerprint of fingerprints) web.signable.delete(fingerprint);
 }
 
 export interface AuthState {

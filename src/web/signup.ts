@@ -1,6 +1,6 @@
 // Signup, shared by the pages and the API: key in -> challenge out; code in -> account.
 // Nothing is created before the right code returns.
-import { checkPublicKey, keyRecord, KeyError } from '../pgp/index.js';
+import { checkPublicKey, keyRecord, KeyError, MAX_KEY_BYTES } from '../pgp/index.js';
 import { RegistryError, type User } from '../registry/index.js';
 import { codeMatches, encryptChallenge, hashCode, newCode, randomId } from './challenge.js';
 import { requestHost, type PendingSignup, type Web } from './context.js';
@@ -44,9 +44,8 @@ export async function checkKey(
   if (size === 0 || (typeof input === 'string' && input.trim() === '')) {
     throw new WebError(400, 'bad-key', 'Paste an ASCII-armored OpenPGP public key, or choose a key file.');
   }
-  if (size > web.limits.maxKeyBytes) {
-    throw new WebError(400, 'bad-key', `The key is larger than ${Math.round(web.limits.maxKeyBytes / 1024)} KiB; export it without extra signatures (gpg --export --export-options export-minimal).`);
-  }
+  // Refused by its size alone, with the key check's own sentence, before any parsing.
+  if (size > MAX_KEY_BYTES) throw await keyProblem(input, web.date());
   if (!looksLikePublicKey(input)) {
     // checkPublicKey refuses such text by its armor lines alone (a secret key is named as
     // one), and an empty binary at once: no parsing either way.

@@ -32,8 +32,6 @@ export interface WebLimits {
   tokenTtlMs: number;
   /** Key rotation challenge lifetime. */
   rotationTtlMs: number;
-  /** Largest key accepted, in bytes. */
-  maxKeyBytes: number;
   /** Largest JSON body, in bytes. */
   maxJsonBytes: number;
   /** Lifetime of the anti-CSRF token of the front page form. */
@@ -57,7 +55,6 @@ export const DEFAULT_LIMITS: WebLimits = {
   challengeTtlMs: 5 * 60_000,
   tokenTtlMs: 30 * 60_000,
   rotationTtlMs: 15 * 60_000,
-  maxKeyBytes: 64 * 1024,
   maxJsonBytes: 256 * 1024,
   formTtlMs: 2 * 60 * 60_000,
 };

@@ -4,7 +4,7 @@ import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { deliveryHeaders, encryptBufferToPgpMime } from '../../src/pgp/index.js';
+import { deliveryHeaders, sealMessage } from '../../src/pgp/index.js';
 import { allows } from '../../src/registry/index.js';
 import { readFrames } from '../../src/client/frames.js';
 import { gpg, gpgDecrypt, makeFreshGpgKey, makeGpgKey, requireGpg, requireSq, sqDecrypt, type TestKey } from '../helpers/gpg.js';
@@ -32,7 +32,7 @@ async function deliverMail(s: TestServer, username: string, mark: string): Promi
   const key = await s.deps.keys.get(user.fingerprint, user.keyId, () => s.registry.publicKey(user));
   const date = new Date();
   const raw = Buffer.from(`From: a@example.org\r\nTo: x@${username}.kzymy.test\r\nSubject: ${mark}\r\n\r\nBody ${mark}\r\n`);
-  const plain = Buffer.concat([
+  const plain = [
     deliveryHeaders({
       mailFrom: 'a@example.org',
       rcptTo: `x@${username}.kzymy.test`,
@@ -44,8 +44,8 @@ async function deliverMail(s: TestServer, username: string, mark: string): Promi
       tls: false,
     }),
     raw,
-  ]);
-  const file = await encryptBufferToPgpMime(plain, { key, domain: s.config.domain, date });
+  ];
+  const file = await sealMessage(plain, { key, domain: s.config.domain, date });
   return (await s.maildir.deliver(username, file)).id;
 }
 

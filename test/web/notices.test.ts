@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { checkPublicKey } from '../../src/pgp/index.js';
-import { sendExpiryNotices } from '../../src/web/index.js';
+import { sendExpiryNotices, startExpiryNotices } from '../../src/web/index.js';
 import { gpg, gpgDecrypt, makeFreshGpgKey, makeGpgKey, requireGpg, type TestKey } from '../helpers/gpg.js';
 import { armoredPart, startTestServer, type TestServer } from './harness.js';
 
@@ -81,5 +81,19 @@ describe('web: key-expiry notices', function () {
     await s.registry.setDisabled(username, false);
     expect(await sendExpiryNotices(s.deps, new Date(expires.getTime() + DAY))).to.equal(0);
     expect(await newFiles(s, username)).to.have.length(2);
+  });
+
+  it('runs as a job: what is due at once when started, then on its timer until stopped', async () => {
+    // The key update above cleared the notices: the 3-day one is due again.
+    const at = new Date(expires.getTime() - 2 * DAY);
+    const job = startExpiryNotices({ ...s.deps, now: () => at }, 60_000);
+    try {
+      const end = Date.now() + 10_000;
+      while ((await newFiles(s, username)).length < 3 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+      expect(await newFiles(s, username)).to.have.length(3);
+      expect(await job.run()).to.equal(0);
+    } finally {
+      job.stop();
+    }
   });
 });
