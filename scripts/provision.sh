@@ -6,7 +6,8 @@
 # Usage (as root):  scripts/provision.sh [SOURCE_DIR]
 #   SOURCE_DIR   the kzymy project (default: $KZYMY_SRC, else /vagrant)
 #        (anyone):   scripts/provision.sh --print-torrc [SOURCE_DIR]
-#   prints the torrc provisioning installs for the system tor, and changes nothing
+#   prints the torrc provisioning installs for the system tor, and changes nothing; it runs
+#   kzymy-server torrc of this checkout (npm ci or npm run build done), else of /opt/kzymy
 # Environment, used when /etc/kzymy/config.json does not exist yet:
 #   KZYMY_DOMAIN     the mail domain (default kzymy.example.com: change it)
 #   KZYMY_MX_HOST    the MX target name (default mx.DOMAIN), kept as dns.mxHost
@@ -67,25 +68,41 @@ systemd_live() {
 	[[ -d /run/systemd/system ]] && ! systemd-detect-virt --quiet --chroot
 }
 
-# The project's torrc template filled in for the appliance's system tor. The hostname
-# file (only that: tor keeps the keys 0600) becomes readable by the group debian-tor,
+# kzymy-server as installed in $APP, run as the kzymy user.
+installed_cli() {
+	(cd / && runuser -u kzymy -- /usr/bin/node "$APP/dist/cli/server.js" "$@")
+}
+
+# kzymy-server for --print-torrc: that of the checkout holding this script, from its source
+# (dev dependencies installed) or built, else the one installed in $APP.
+checkout_cli() {
+	local root
+	root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+	if [[ -f $root/src/cli/server.ts && -f $root/node_modules/tsx/package.json ]]; then
+		(cd "$root" && node --import tsx src/cli/server.ts "$@")
+	elif [[ -f $root/dist/cli/server.js ]]; then
+		node "$root/dist/cli/server.js" "$@"
+	elif [[ -f $APP/dist/cli/server.js ]]; then
+		node "$APP/dist/cli/server.js" "$@"
+	else
+		die "--print-torrc runs kzymy-server: install the project's packages (npm ci) or build it (npm run build) in $root first."
+	fi
+}
+
+# render_torrc TEMPLATE KZYMY-SERVER...: the torrc for the appliance's system tor, rendered
+# by `kzymy-server torrc --appliance` (src/tor/torrc.ts) from TEMPLATE: the project's torrc
+# filled in, then the lines that make the hostname file readable by the group debian-tor,
 # which kzymy.service joins.
 render_torrc() {
-	local torrc
-	torrc=$(sed -e "s|{{HIDDEN_SERVICE_DIR}}|$HS_DIR|g" -e "s|{{WEB_HOST}}|$WEB_HOST|g" \
-		-e "s|{{WEB_PORT}}|$WEB_PORT|g" "$SRC/torrc")
-	if grep -v '^[[:space:]]*#' <<<"$torrc" | grep -q '{{'; then
-		die "the torrc template has a field provisioning does not know: $(grep -v '^[[:space:]]*#' <<<"$torrc" | grep '{{' | head -n 1)"
-	fi
-	printf '# Written by kzymy scripts/provision.sh from the project torrc; changes are overwritten.\n'
-	printf '%s\n\n' "$torrc"
-	printf '# The appliance: kzymy.service (group debian-tor) reads %s/hostname.\n' "$HS_DIR"
-	printf 'DataDirectoryGroupReadable 1\nHiddenServiceDirGroupReadable 1\n'
+	local template=$1
+	shift
+	"$@" torrc --appliance --template "$template" --hidden-service-dir "$HS_DIR" --web-host "$WEB_HOST" --web-port "$WEB_PORT"
 }
 
 if [[ $MODE == print-torrc ]]; then
 	[[ -f $SRC/torrc ]] || die "$SRC/torrc does not exist."
-	render_torrc
+	template=$(cd "$SRC" && pwd)/torrc
+	render_torrc "$template" checkout_cli || die "kzymy-server torrc could not render $template; see above."
 	exit 0
 fi
 
@@ -182,9 +199,13 @@ if [[ -n ${KZYMY_DOMAIN:-} && ${KZYMY_DOMAIN,,} != "${domain,,}" ]]; then
 	log "note: KZYMY_DOMAIN=$KZYMY_DOMAIN ignored, $CONFIG (kept) says \"$domain\""
 fi
 
-# --- 5. tor: the project's torrc, rendered, for Debian's tor@default -------------------
+# --- 5. tor: the project's torrc, rendered by kzymy-server (built above), for tor@default --
 tmp_torrc=$(mktemp)
-render_torrc >"$tmp_torrc"
+render_torrc "$APP/torrc" installed_cli >"$tmp_torrc" ||
+	{
+		rm -f "$tmp_torrc"
+		die "kzymy-server torrc could not render $APP/torrc; see above."
+	}
 tor --defaults-torrc /usr/share/tor/tor-service-defaults-torrc -f "$tmp_torrc" --verify-config >/dev/null ||
 	{
 		rm -f "$tmp_torrc"
@@ -195,7 +216,7 @@ rm -f "$tmp_torrc"
 
 # --- 6. Data folders and the STARTTLS certificate -----------------------------------
 install -d -m 0700 -o kzymy -g kzymy "$DATA"
-(cd / && runuser -u kzymy -- /usr/bin/node "$APP/dist/cli/server.js" init --config "$CONFIG") ||
+installed_cli init --config "$CONFIG" ||
 	die "kzymy-server init failed; see above."
 
 # --- 7. systemd units and the firewall ----------------------------------------------
@@ -247,7 +268,7 @@ else
 fi
 # The records come from the configuration (dns.mxHost, dns.addresses): the same as
 # `kzymy-server dns` prints at any time.
-records=$(cd / && runuser -u kzymy -- /usr/bin/node "$APP/dist/cli/server.js" dns --config "$CONFIG") ||
+records=$(installed_cli dns --config "$CONFIG") ||
 	die "kzymy-server dns failed; run it to see why."
 cat <<EOF
 

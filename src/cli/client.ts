@@ -139,24 +139,18 @@ aliases
   .description('show catch-all, aliases and blocked local parts')
   .addHelpText('after', examples('kzymy-client aliases list'))
   .action(withContext((ctx) => runAliases(ctx, 'list')));
-aliases
-  .command('add')
-  .argument('<local-part>', 'e.g. shop for shop@USERNAME.DOMAIN')
-  .description('let this local part arrive (also with catch-all off); unblocks it')
-  .addHelpText('after', examples('kzymy-client aliases add shop      # shop@USERNAME.DOMAIN arrives'))
-  .action(withContext((ctx, cmd) => runAliases(ctx, 'add', cmd.args[0])));
-aliases
-  .command('remove')
-  .argument('<local-part>')
-  .description('remove it from the aliases and from the blocked list')
-  .addHelpText('after', examples('kzymy-client aliases remove shop'))
-  .action(withContext((ctx, cmd) => runAliases(ctx, 'remove', cmd.args[0])));
-aliases
-  .command('block')
-  .argument('<local-part>')
-  .description('refuse mail to this local part, even with catch-all on')
-  .addHelpText('after', examples('kzymy-client aliases block newsletter'))
-  .action(withContext((ctx, cmd) => runAliases(ctx, 'block', cmd.args[0])));
+for (const [action, description, example, argument] of [
+  ['add', 'let this local part arrive (also with catch-all off); unblocks it', 'kzymy-client aliases add shop      # shop@USERNAME.DOMAIN arrives', 'e.g. shop for shop@USERNAME.DOMAIN'],
+  ['remove', 'remove it from the aliases and from the blocked list', 'kzymy-client aliases remove shop', undefined],
+  ['block', 'refuse mail to this local part, even with catch-all on', 'kzymy-client aliases block newsletter', undefined],
+] as const) {
+  aliases
+    .command(action)
+    .argument('<local-part>', argument)
+    .description(description)
+    .addHelpText('after', examples(example))
+    .action(withContext((ctx, cmd) => runAliases(ctx, action, cmd.args[0])));
+}
 
 program
   .command('catch-all')

@@ -2,7 +2,7 @@
 // code, never a stack trace. A UserError is shown as it is; an error of the system (errno)
 // as a sentence about it; anything else is a bug, shown as one neutral sentence, its stack
 // added under KZYMY_DEBUG=1.
-import { EXIT_USAGE, UserError } from '../config/index.js';
+import { EXIT_USAGE, UserError } from '../config/user-error.js';
 import { systemErrorSentence } from '../config/errno.js';
 
 /** Wrong usage: exit 2. */

@@ -9,8 +9,10 @@ import { exitWith, UsageError } from './errors.js';
 import * as op from './operator.js';
 import { runServer } from './server-app.js';
 import { dnsPlan, formatPlan } from './dns.js';
-import { backup, restore } from './backup.js';
-import { status } from './status.js';
+import { backup } from './backup.js';
+import { restore } from './restore.js';
+import { status } from './status-command.js';
+import { portArgument, torrcText, type TorrcOptions } from './torrc.js';
 import { version } from './version.js';
 
 quietExperimentalCryptoWarnings();
@@ -83,22 +85,19 @@ users
   .requiredOption('--key <file>', 'ASCII-armored or binary OpenPGP public key')
   .description('register a key without the web flow; prints the new username alone on stdout')
   .action(async (o: { key: string }, cmd: Command) => out(await op.usersAdd(config(cmd), o.key)));
-users
-  .command('disable')
-  .argument('<username>')
-  .description('refuse new mail for the user (550 5.1.1); keeps the account and its mail')
-  .action(async (u: string, _o, cmd: Command) => {
-    await op.usersSetDisabled(config(cmd), u, true);
-    out(`${u} disabled`);
-  });
-users
-  .command('enable')
-  .argument('<username>')
-  .description('accept mail for a disabled user again')
-  .action(async (u: string, _o, cmd: Command) => {
-    await op.usersSetDisabled(config(cmd), u, false);
-    out(`${u} enabled`);
-  });
+for (const [name, disabled, done, description] of [
+  ['disable', true, 'disabled', 'refuse new mail for the user (550 5.1.1); keeps the account and its mail'],
+  ['enable', false, 'enabled', 'accept mail for a disabled user again'],
+] as const) {
+  users
+    .command(name)
+    .argument('<username>')
+    .description(description)
+    .action(async (u: string, _o, cmd: Command) => {
+      await op.usersSetDisabled(config(cmd), u, disabled);
+      out(`${u} ${done}`);
+    });
+}
 users
   .command('delete')
   .argument('<username>')
@@ -169,6 +168,24 @@ program
       '    --owner kzymy:kzymy --onion-owner debian-tor:debian-tor /root/kzymy-2026-01-01.tar.gz\n',
   )
   .action(async (file: string, o: { owner?: string; onionOwner?: string }, cmd: Command) => restore(config(cmd), file, o, out));
+
+program
+  .command('torrc')
+  .description("print the project's torrc filled in for a tor that publishes the onion service; each value not given comes from the configuration")
+  .option('--hidden-service-dir <dir>', "the onion service's folder (default: the folder of tor.hostnameFile)")
+  .option('--web-host <host>', 'the web listener the onion service leads to (default: web.host)')
+  .option('--web-port <port>', 'its port (default: web.port)', portArgument)
+  .option('--template <file>', "the torrc template (default: the project's torrc)")
+  .option('--appliance', "the appliance's /etc/tor/torrc: also lets the group debian-tor (kzymy.service) read the onion hostname")
+  .addHelpText(
+    'after',
+    '\nExample (what scripts/provision.sh installs as /etc/tor/torrc):\n' +
+      '  $ kzymy-server torrc --appliance --hidden-service-dir /var/lib/tor/kzymy --web-host 127.0.0.1 --web-port 8080',
+  )
+  .action(async (o: TorrcOptions, cmd: Command) => {
+    let cfg: Config | undefined;
+    process.stdout.write(await torrcText(o, () => (cfg ??= config(cmd))));
+  });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);

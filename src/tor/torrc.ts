@@ -56,3 +56,20 @@ export function renderTorrc(template: string, values: TorrcValues): string {
   if (left) throw new UserError(`The torrc template has a malformed field in: ${left.trim()}`);
   return out;
 }
+
+/**
+ * The appliance's /etc/tor/torrc, for Debian's system tor: the template filled in, then the
+ * lines that make the onion service's hostname file (only that: tor keeps the keys 0600)
+ * readable by the group debian-tor, which kzymy.service joins.
+ */
+export function applianceTorrc(template: string, values: TorrcValues): string {
+  return [
+    '# Written by kzymy scripts/provision.sh from the project torrc; changes are overwritten.',
+    renderTorrc(template, values).replace(/\n+$/, ''),
+    '',
+    `# The appliance: kzymy.service (group debian-tor) reads ${values.hiddenServiceDir}/hostname.`,
+    'DataDirectoryGroupReadable 1',
+    'HiddenServiceDirGroupReadable 1',
+    '',
+  ].join('\n');
+}

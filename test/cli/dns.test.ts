@@ -1,20 +1,10 @@
 // `kzymy-server dns`: the records a sample configuration needs, through the real command line.
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { loadConfig, ConfigError } from '../../src/config/index.js';
 import { tempDir } from '../helpers/env.js';
-import { ROOT, serverCommand } from '../helpers/server.js';
-
-function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  const c = serverCommand(...args);
-  return new Promise((resolve) => {
-    execFile(c.cmd, c.args, { cwd: ROOT, env: { ...process.env, KZYMY_TOR_MANAGE: '0', ...env } }, (err, stdout, stderr) => {
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+import { cli } from './run.js';
 
 /** The records of zone-file lines, without alignment and comments. */
 function records(stdout: string): string[] {

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { loadConfig } from '../../src/config/index.js';
 import { managedTorrc, renderTorrc, torrcTemplatePath, isV3Onion } from '../../src/tor/index.js';
+import { applianceTorrc } from '../../src/tor/torrc.js';
 import { requireBinaries, tempDir } from '../helpers/env.js';
 
 const run = promisify(execFile);
@@ -40,6 +41,15 @@ describe('tor: torrc template', function () {
     expect(() => renderTorrc(template, { hiddenServiceDir: 'relative', webHost: '127.0.0.1', webPort: 80 })).to.throw(/absolute/);
     expect(() => renderTorrc(template, { hiddenServiceDir: '/x', webHost: '127.0.0.1', webPort: 0 })).to.throw(/real port/);
     expect(() => renderTorrc('Foo {{BAR}}\n', { hiddenServiceDir: '/x', webHost: '127.0.0.1', webPort: 1 })).to.throw(/unknown field \{\{BAR\}\}/);
+  });
+
+  it('renders the appliance torrc: the filled template, then the lines that let tor\'s group read the hostname', () => {
+    const values = { hiddenServiceDir: '/srv/my onion', webHost: '::1', webPort: 8080 };
+    const out = applianceTorrc(template, values);
+    expect(out.startsWith('# Written by kzymy scripts/provision.sh')).to.equal(true);
+    expect(out).to.include(`${renderTorrc(template, values).trimEnd()}\n\n# The appliance: kzymy.service (group debian-tor) reads /srv/my onion/hostname.\n`);
+    expect(out.endsWith('\nDataDirectoryGroupReadable 1\nHiddenServiceDirGroupReadable 1\n')).to.equal(true);
+    expect(() => applianceTorrc(template, { ...values, webPort: 0 })).to.throw(/real port/);
   });
 
   it('renders a torrc that tor --verify-config accepts', async () => {

@@ -1,0 +1,96 @@
+// `kzymy-server torrc`: the torrc the command line renders (the one provisioning installs
+// for the appliance's system tor), checked by tor itself.
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { requireBinaries, tempDir } from '../helpers/env.js';
+import { ROOT } from '../helpers/server.js';
+import { cli } from './run.js';
+
+const run = promisify(execFile);
+
+/** Lines that are not comments or blank. */
+const settings = (torrc: string): string[] => torrc.split('\n').filter((l) => l.trim() && !l.trimStart().startsWith('#'));
+
+describe('kzymy-server torrc', function () {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let hsDir: string;
+
+  before(async function () {
+    requireBinaries(this, 'tor', 'bash');
+    ({ dir, cleanup } = await tempDir('kzymy-torrc-cli-'));
+    hsDir = path.join(dir, 'with space', 'onion');
+    await mkdir(hsDir, { recursive: true, mode: 0o700 });
+  });
+  after(async () => cleanup?.());
+
+  /** tor --verify-config of `torrc` with the network off and a scratch DataDirectory. */
+  async function verify(torrc: string, name: string): Promise<string> {
+    const file = path.join(dir, name);
+    await writeFile(file, torrc, { mode: 0o600 });
+    const { stdout } = await run('tor', ['--verify-config', '--defaults-torrc', '/dev/null', '-f', file, '--DisableNetwork', '1', '--DataDirectory', path.join(dir, `data-${name}`)]);
+    return stdout;
+  }
+
+  it('has --help', async () => {
+    const r = await cli(['torrc', '--help']);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/^Usage: kzymy-server torrc/);
+    expect(r.stdout).to.include('--appliance');
+  });
+
+  it('quotes values, brackets an IPv6 web host, and renders what tor accepts', async () => {
+    const r = await cli(['torrc', '--appliance', '--hidden-service-dir', hsDir, '--web-host', '::1', '--web-port', '18080']);
+    expect(r.code, r.stderr).to.equal(0);
+    const lines = settings(r.stdout);
+    expect(lines).to.include.members([
+      `HiddenServiceDir "${hsDir}"`,
+      'HiddenServicePort 80 [::1]:18080',
+      'HiddenServicePoWDefensesEnabled 1',
+      'DataDirectoryGroupReadable 1',
+      'HiddenServiceDirGroupReadable 1',
+    ]);
+    expect(lines.join('\n')).to.not.include('{{');
+    expect(await verify(r.stdout, 'appliance-torrc')).to.include('Configuration was valid');
+  });
+
+  it('takes the values it is not given from the configuration, and leaves out the appliance lines without --appliance', async () => {
+    const cfg = path.join(dir, 'config.json');
+    await writeFile(cfg, JSON.stringify({ domain: 'torrc.test', dataDir: path.join(dir, 'data'), web: { host: '127.0.0.1', port: 18081 }, tor: { manage: false, hostnameFile: path.join(hsDir, 'hostname') } }));
+    const r = await cli(['torrc', '--config', cfg]);
+    expect(r.code, r.stderr).to.equal(0);
+    const lines = settings(r.stdout);
+    expect(lines).to.include.members([`HiddenServiceDir "${hsDir}"`, 'HiddenServicePort 80 127.0.0.1:18081']);
+    expect(lines).to.not.include('HiddenServiceDirGroupReadable 1');
+    expect(await verify(r.stdout, 'plain-torrc')).to.include('Configuration was valid');
+  });
+
+  it('refuses a port that is not one, and a template field it does not know, in one sentence', async () => {
+    const port = await cli(['torrc', '--hidden-service-dir', hsDir, '--web-host', '127.0.0.1', '--web-port', 'eighty']);
+    expect(port.code).to.equal(2);
+    expect(port.stderr).to.include('give a port number');
+    const template = path.join(dir, 'torrc-template');
+    await writeFile(template, `${await readFile(path.join(ROOT, 'torrc'), 'utf8')}ContactInfo {{CONTACT}}\n`);
+    const field = await cli(['torrc', '--template', template, '--hidden-service-dir', hsDir, '--web-host', '127.0.0.1', '--web-port', '80']);
+    expect(field.code).to.equal(1);
+    expect(field.stderr).to.equal('kzymy-server: The torrc template has an unknown field {{CONTACT}}.\n');
+  });
+
+  it('is what provision.sh --print-torrc prints: the project torrc filled in, then the appliance lines', async () => {
+    const { stdout } = await run('bash', [path.join(ROOT, 'scripts', 'provision.sh'), '--print-torrc', ROOT], { cwd: ROOT });
+    const r = await cli(['torrc', '--appliance', '--hidden-service-dir', '/var/lib/tor/kzymy', '--web-host', '127.0.0.1', '--web-port', '8080']);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(stdout).to.equal(r.stdout);
+    const template = await readFile(path.join(ROOT, 'torrc'), 'utf8');
+    const filled = template.replace('{{HIDDEN_SERVICE_DIR}}', '/var/lib/tor/kzymy').replace('{{WEB_HOST}}', '127.0.0.1').replace('{{WEB_PORT}}', '8080');
+    expect(stdout).to.equal(
+      '# Written by kzymy scripts/provision.sh from the project torrc; changes are overwritten.\n' +
+        `${filled.replace(/\n+$/, '')}\n\n` +
+        '# The appliance: kzymy.service (group debian-tor) reads /var/lib/tor/kzymy/hostname.\n' +
+        'DataDirectoryGroupReadable 1\nHiddenServiceDirGroupReadable 1\n',
+    );
+  });
+});
