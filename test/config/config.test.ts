@@ -1,18 +1,9 @@
 import { expect } from 'chai';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { loadConfig, ConfigError, isLoopbackHost } from '../../src/config/index.js';
+import { loadConfig, isLoopbackHost } from '../../src/config/index.js';
 import { tempDir } from '../helpers/env.js';
-
-function problems(fn: () => unknown): string[] {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  expect.fail('expected a ConfigError');
-}
+import { problems } from './problems.js';
 
 describe('config', () => {
   it('has defaults that run from a checkout', () => {

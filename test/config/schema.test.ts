@@ -4,19 +4,10 @@
 import { expect } from 'chai';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { loadConfig, ConfigError, type Config, type RegistryConfig, type SmtpConfig, type TorConfig } from '../../src/config/index.js';
+import { loadConfig, type Config, type RegistryConfig, type SmtpConfig, type TorConfig } from '../../src/config/index.js';
 import { envVars, settings } from '../../src/config/schema.js';
 import { tempDir } from '../helpers/env.js';
-
-function problems(fn: () => unknown): string[] {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  return expect.fail('expected a ConfigError');
-}
+import { problems } from './problems.js';
 
 async function withFile(content: unknown, fn: (file: string) => void | Promise<void>): Promise<void> {
   const { dir, cleanup } = await tempDir();

@@ -3,14 +3,13 @@
 // when statfs is read again meanwhile (it cannot see them yet), and the writes of a copy in
 // flight at once are all covered by its reservation.
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
 import { mkdir, open, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { loadConfig, type Config } from '../../src/config/index.js';
 import { MaildirStore } from '../../src/maildir/index.js';
 import { SpaceLedger } from '../../src/smtp/space.js';
-import { inCI, requireBinaries, tempDir } from '../helpers/env.js';
+import { tempDir } from '../helpers/env.js';
+import { useTmpfs } from '../helpers/tmpfs.js';
 
 const MiB = 1024 * 1024;
 
@@ -65,28 +64,10 @@ describe('SMTP space ledger: writes in flight', function () {
   });
 
   describe('on a private tmpfs (nothing else writes there)', function () {
-    let mnt: { dir: string; cleanup: () => Promise<void> } | null = null;
-    let mounted = false;
-
-    before(async function () {
-      if (process.getuid?.() !== 0) {
-        const line = 'mounting a tmpfs needs root';
-        if (inCI) throw new Error(line);
-        console.warn(`\n  !!! SKIPPING "${this.test?.parent?.fullTitle() ?? 'suite'}": ${line}\n`);
-        this.skip();
-      }
-      requireBinaries(this, 'mount', 'umount');
-      mnt = await tempDir('kzymy-ledger-tmpfs-');
-      await promisify(execFile)('mount', ['-t', 'tmpfs', '-o', 'size=4m,mode=0700', 'tmpfs', mnt.dir]);
-      mounted = true;
-    });
-    after(async function () {
-      if (mounted) await promisify(execFile)('umount', [mnt!.dir]).catch(() => promisify(execFile)('umount', ['-l', mnt!.dir]));
-      await mnt?.cleanup();
-    });
+    const mnt = useTmpfs('4m', 'kzymy-ledger-tmpfs-');
 
     it('counts what small files take of the disk (whole blocks), not their bytes: the floor holds between statfs readings', async function () {
-      const root = path.join(mnt!.dir, 'maildirs');
+      const root = path.join(mnt.dir(), 'maildirs');
       await mkdir(root, { mode: 0o700 });
       const cfg = { ...config, maildirRoot: root };
       const store = new MaildirStore(root);

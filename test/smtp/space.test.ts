@@ -1,17 +1,15 @@
 // Quota and disk floor under concurrent senders: a real kzymy-server process, parallel raw SMTP
 // clients, real files (and a real small tmpfs for the disk floor).
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
 import { mkdir, readdir, stat, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import { inCI, requireBinaries, tempDir } from '../helpers/env.js';
+import { requireBinaries } from '../helpers/env.js';
 import { makeGpgKey } from '../helpers/gpg.js';
 import { marker, rawMessage } from '../helpers/mail.js';
 import { startServer, type RunningServer } from '../helpers/server.js';
 import { sendRaw } from '../helpers/smtp-client.js';
+import { useTmpfs } from '../helpers/tmpfs.js';
 
-const run = promisify(execFile);
 const MiB = 1024 * 1024;
 
 async function addUser(srv: RunningServer): Promise<string> {
@@ -76,30 +74,11 @@ describe('SMTP space limits under concurrency (real server, parallel senders)', 
   });
 
   describe('disk floor on a 20 MiB tmpfs', function () {
-    let mnt: { dir: string; cleanup: () => Promise<void> } | null = null;
-    let mounted = false;
-
-    before(async function () {
-      if (process.getuid?.() !== 0) {
-        const line = 'mounting a tmpfs needs root';
-        if (inCI) throw new Error(line);
-        console.warn(`\n  !!! SKIPPING "${this.test?.parent?.fullTitle() ?? 'suite'}": ${line}\n`);
-        this.skip();
-      }
-      requireBinaries(this, 'mount', 'umount');
-      mnt = await tempDir('kzymy-tmpfs-');
-      await run('mount', ['-t', 'tmpfs', '-o', 'size=20m,mode=0700', 'tmpfs', mnt.dir]);
-      mounted = true;
-    });
-    after(async function () {
-      // A server still running (a test that timed out) keeps the mount busy: detach it then.
-      if (mounted) await run('umount', [mnt!.dir]).catch(() => run('umount', ['-l', mnt!.dir]));
-      await mnt?.cleanup();
-    });
+    const mnt = useTmpfs('20m', 'kzymy-tmpfs-');
 
     it('eight parallel 2 MB messages with a 10 MiB floor: free space never drops under it, the refused get 452 4.3.1', async function () {
       const floor = 10 * MiB;
-      const root = path.join(mnt!.dir, 'maildirs');
+      const root = path.join(mnt.dir(), 'maildirs');
       await mkdir(root, { mode: 0o700 });
       const srv = await startServer({ config: { maildirRoot: root, limits: { minFreeBytes: floor, maxMessageBytes: 4 * MiB } } });
       try {
