@@ -36,6 +36,10 @@ describe('two kzymy nodes: one PostgreSQL registry, one shared Maildir root', fu
   let shared = '';
   let a: RunningServer | null = null;
   let b: RunningServer | null = null;
+  /** Node B before its restart: its cleanup removes the folders both runs used. */
+  let firstB: RunningServer | null = null;
+  /** What both nodes' configuration files hold besides their own folders and ports. */
+  let config: Record<string, unknown> = {};
 
   before(async function () {
     requireBinaries(this, 'gpg', 'gpgconf');
@@ -45,13 +49,14 @@ describe('two kzymy nodes: one PostgreSQL registry, one shared Maildir root', fu
     work = await tempDir('kzymy-nodes-');
     shared = path.join(work.dir, 'shared-maildirs');
     await mkdir(shared, { mode: 0o700 });
-    const config = { maildirRoot: shared, registry: { engine: 'postgres', url }, smtp: { maxClientsPerAddress: 100 } };
+    config = { maildirRoot: shared, registry: { engine: 'postgres', url }, smtp: { maxClientsPerAddress: 100 } };
     a = await startServer({ config });
     b = await startServer({ config });
   });
   after(async function () {
     await a?.cleanup();
     await b?.cleanup();
+    await firstB?.cleanup();
     await cluster?.destroy();
     await work?.cleanup();
   });
@@ -121,7 +126,8 @@ describe('two kzymy nodes: one PostgreSQL registry, one shared Maildir root', fu
     const rcpt = `slow@${acct.username}.${a!.domain}`;
     const tmp = path.join(shared, acct.username, 'tmp');
     const mark = marker();
-    const msg = rawMessage(mark, { to: rcpt, bodyBytes: 600_000 });
+    // Larger than limits.memoryBufferBytes (1 MiB): it is encrypted into tmp/ while it arrives.
+    const msg = rawMessage(mark, { to: rcpt, bodyBytes: 3_000_000 });
     // A sender that streams its message to node A slowly, in pieces.
     const sock = net.connect({ port: a!.smtpPort, host: '127.0.0.1' });
     let text = '';
@@ -135,10 +141,15 @@ describe('two kzymy nodes: one PostgreSQL registry, one shared Maildir root', fu
     expect(text).to.match(/^354 /m);
     const half = Math.floor(msg.length / 2);
     sock.write(msg.subarray(0, half));
-    while ((await filesIn(tmp)).length === 0) await new Promise((r) => setTimeout(r, 10));
+    const end = Date.now() + 30_000;
+    while ((await filesIn(tmp)).length === 0) {
+      if (Date.now() > end) throw new Error(`node A wrote nothing to tmp/ in 30 s; it answered:\n${text}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
     // Node B restarts (as after a crash or an upgrade) while A's file is in tmp/.
     await b!.stop();
-    b = await startServer({ base: b!.base });
+    firstB = b;
+    b = await startServer({ base: b!.base, config });
     expect(await filesIn(tmp), "A's file in flight").to.have.length(1);
     sock.write(msg.subarray(half));
     sock.write('\r\n.\r\nQUIT\r\n');
