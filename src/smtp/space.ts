@@ -183,14 +183,17 @@ export class SpaceLedger implements Space {
   }
 
   /**
-   * A refused copy gives back its quota and what it had not written yet at once: copies
+   * A refused copy gives back its quota and what it had not issued yet at once: copies
    * growing side by side must not all be refused because each still counts the others. Its
    * written bytes count for the disk until its file is gone (release).
    */
   private refuse(r: Reservation): void {
     this.dropQuota(r);
-    this.outstanding -= r.expected;
-    r.expected = 0;
+    // Its writes already issued still land (afterWrite): until then they stay counted as
+    // expected, as statfs cannot see them yet; only the rest is given back now.
+    const inFlight = Math.min(r.expected, r.pending);
+    this.outstanding -= r.expected - inFlight;
+    r.expected = inFlight;
     if (!r.refused) {
       r.refused = true;
       this.dying += r.allocated;

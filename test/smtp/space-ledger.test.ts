@@ -7,6 +7,7 @@ import { mkdir, open, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { loadConfig, type Config } from '../../src/config/index.js';
 import { MaildirStore } from '../../src/maildir/index.js';
+import { SmtpReply } from '../../src/smtp/replies.js';
 import { SpaceLedger } from '../../src/smtp/space.js';
 import { tempDir } from '../helpers/env.js';
 import { useTmpfs } from '../helpers/tmpfs.js';
@@ -61,6 +62,26 @@ describe('SMTP space ledger: writes in flight', function () {
     expect(r.reserved).to.be.at.least(8 * MiB);
     r.release();
     expect(ledger.inFlight('alice')).to.equal(0);
+  });
+
+  it('keeps counting the writes in flight of a copy that is refused until they land', async function () {
+    const store = new MaildirStore(config.maildirRoot);
+    await store.ensureUser('alice');
+    const ledger = new SpaceLedger(config, store, 3_600_000); // statfs read once, here
+    const free = await ledger.freeBytes();
+    config.limits.minFreeBytes = free - 1.5 * MiB;
+    const r = ledger.open('alice');
+    await r.beforeWrite(MiB); // issued, not landed
+    let refusal: unknown = null;
+    await r.beforeWrite(MiB).catch((err: unknown) => (refusal = err));
+    expect(refusal).to.be.instanceOf(SmtpReply);
+    expect((refusal as SmtpReply).responseCode).to.equal(452);
+    expect((refusal as SmtpReply).enhanced).to.equal('4.3.1');
+    expect(await ledger.freeBytes(), 'the first write, still in flight').to.be.at.most(free - MiB);
+    r.afterWrite(MiB);
+    expect(await ledger.freeBytes(), 'the first write, landed').to.be.at.most(free - MiB);
+    r.release(); // its file is removed
+    expect(await ledger.freeBytes()).to.equal(free);
   });
 
   describe('on a private tmpfs (nothing else writes there)', function () {
