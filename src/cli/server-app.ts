@@ -124,7 +124,9 @@ export async function runServer(config: Config, logger: Logger, opts: RunOptions
 
   const smtp = await startSmtpIntake(config, logger, registry, maildir, keys, opts.logFormat ?? 'json');
   let onion: string | null = null;
-  const webDeps = { config, registry, maildir, keys, logger, onionAddress: () => onion };
+  // Behind an Onionbalance frontend, users know the node by the frontend's address only.
+  const frontend = config.tor.frontendOnion;
+  const webDeps = { config, registry, maildir, keys, logger, onionAddress: () => frontend ?? onion };
   const web = await startWeb(webDeps);
   const webPort = web.port;
 
@@ -154,6 +156,10 @@ export async function runServer(config: Config, logger: Logger, opts: RunOptions
   if (onion) {
     logger.info({ evt: 'onion', onion }, `onion address: http://${onion}/`);
     showOnion(onion);
+  }
+  if (frontend) {
+    logger.info({ evt: 'onion-frontend', onion: frontend }, `an Onionbalance backend instance of http://${frontend}/`);
+    opts.banner?.(`  frontend  http://${frontend}/ (Onionbalance; this node's own onion is one of its instances)`);
   }
   // A system tor may write (or change) the hostname file after kzymy started: logins are
   // accepted only at the onion name once it is known, so follow the file.

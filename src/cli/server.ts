@@ -177,6 +177,7 @@ program
   .option('--web-port <port>', 'its port (default: web.port)', portArgument)
   .option('--template <file>', "the torrc template (default: the project's torrc)")
   .option('--appliance', "the appliance's /etc/tor/torrc: also lets the group debian-tor (kzymy.service) read the onion hostname")
+  .option('--onionbalance-frontend <onion>', "one node of several: an Onionbalance backend instance of this frontend address (default: tor.frontendOnion); tor reads it from ob_config in the onion service's folder")
   .addHelpText(
     'after',
     '\nExample (what scripts/provision.sh installs as /etc/tor/torrc):\n' +

@@ -14,6 +14,7 @@ export interface TorrcOptions {
   webPort?: number;
   template?: string;
   appliance?: boolean;
+  onionbalanceFrontend?: string;
 }
 
 /** commander's parser of --web-port: a whole number (renderTorrc checks the range). */
@@ -35,6 +36,7 @@ export async function torrcText(opts: TorrcOptions, config: () => Config): Promi
     hiddenServiceDir: opts.hiddenServiceDir ?? path.dirname(config().tor.hostnameFile),
     webHost: opts.webHost ?? config().web.host,
     webPort: opts.webPort ?? config().web.port,
+    onionbalanceFrontend: opts.onionbalanceFrontend ?? config().tor.frontendOnion,
   };
   return (opts.appliance ? applianceTorrc : renderTorrc)(template, values);
 }

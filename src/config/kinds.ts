@@ -4,6 +4,7 @@
 import net from 'node:net';
 import os from 'node:os';
 import * as z from 'zod';
+import { isV3Onion } from './onion.js';
 
 /** The setting a schema is made for. */
 export interface Name {
@@ -123,6 +124,18 @@ export function workers(): Kind<number> {
         .transform((v) => (v === '' ? 1 : v === 'auto' ? Math.min(MAX_WORKERS, Math.max(1, os.availableParallelism())) : toNumber(v)));
     },
     fromEnv: asGiven,
+  };
+}
+
+/** A v3 onion address ("56 base32 characters.onion", any case), or null for none; empty in the environment is none. */
+export function onionAddress(): Kind<string | null> {
+  return {
+    schema: (name) =>
+      nonEmpty(name)
+        .transform((v) => v.trim().toLowerCase())
+        .refine((v) => isV3Onion(v), { error: `The setting "${name.key}" must be a v3 onion address (56 base32 characters and ".onion").` })
+        .nullable(),
+    fromEnv: (t) => t || null,
   };
 }
 

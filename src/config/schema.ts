@@ -4,7 +4,7 @@
 import path from 'node:path';
 import type * as z from 'zod';
 import { isLoopbackHost } from './hosts.js';
-import { choice, dnsName, filePath, flag, isIp, listOf, postgresUrl, text, textThat, username, whole, workers, type Kind } from './kinds.js';
+import { choice, dnsName, filePath, flag, isIp, listOf, onionAddress, postgresUrl, text, textThat, username, whole, workers, type Kind } from './kinds.js';
 import { onPath } from './paths.js';
 
 /** Where the configuration is read, for the defaults that depend on it. */
@@ -121,6 +121,11 @@ function declare() {
         listOf((l) => !/[\r\n]/.test(l), (n) => `The setting "${n.key}" must be a list of single torrc lines.`),
         { default: () => [] },
       ),
+      /**
+       * Several nodes behind one onion: the Onionbalance frontend's address. This node's tor
+       * becomes one of its backend instances, and the pages, logins and kzymy-client use it.
+       */
+      frontendOnion: setting(onionAddress(), { env: 'KZYMY_TOR_FRONTEND_ONION', default: null }),
       /** The system tor's control socket, which `kzymy-server status` asks itself when the server cannot. */
       controlSocket: setting(filePath(), { default: '/run/tor/control' }),
     },

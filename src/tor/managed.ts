@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline';
 import { UserError, type Config } from '../config/index.js';
 import type { Logger } from '../config/log.js';
 import { readOnionAddress } from './onion.js';
-import { renderTorrc, torrcTemplatePath, torrcValue } from './torrc.js';
+import { OB_CONFIG_FILE, obConfigText, renderTorrc, torrcTemplatePath, torrcValue } from './torrc.js';
 
 export interface ManagedTor {
   onionAddress: string;
@@ -44,6 +44,7 @@ export function managedTorrc(template: string, config: Config): string {
     hiddenServiceDir: path.dirname(config.tor.hostnameFile),
     webHost: config.web.host,
     webPort: config.web.port,
+    onionbalanceFrontend: config.tor.frontendOnion,
   });
   const managed = [
     '',
@@ -90,6 +91,11 @@ export async function startManagedTor(opts: StartManagedTorOptions): Promise<Man
   const torrcFile = path.join(dataDir, 'torrc');
   await writeFile(torrcFile, torrc, { mode: 0o600 });
   await chmod(torrcFile, 0o600);
+  // An Onionbalance instance reads its frontend's address there; a node taken out of
+  // Onionbalance must not keep answering for the frontend.
+  const obConfig = path.join(hsDir, OB_CONFIG_FILE);
+  if (config.tor.frontendOnion) await writeFile(obConfig, obConfigText(config.tor.frontendOnion), { mode: 0o600 });
+  else await rm(obConfig, { force: true });
   // tor rewrites `hostname` from the kept key at every start; removing a stale copy
   // makes its appearance mean "this tor has loaded the onion service".
   await rm(hostnameFile, { force: true });

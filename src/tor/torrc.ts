@@ -3,6 +3,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../config/index.js';
+import { isV3Onion } from '../config/onion.js';
 
 export interface TorrcValues {
   /** Folder where tor keeps the onion service's keys and writes `hostname`. */
@@ -11,6 +12,17 @@ export interface TorrcValues {
   webHost: string;
   /** Port of the web listener (1-65535: tor needs a real port). */
   webPort: number;
+  /** An Onionbalance frontend's onion address: this tor is then one of its backend instances. */
+  onionbalanceFrontend?: string | null;
+}
+
+/** The file in the onion service's folder where an Onionbalance instance reads its frontend's address. */
+export const OB_CONFIG_FILE = 'ob_config';
+
+/** What `ob_config` holds for the frontend `address`. */
+export function obConfigText(address: string): string {
+  if (!isV3Onion(address)) throw new UserError(`The Onionbalance frontend "${address}" is not a v3 onion address (56 base32 characters and ".onion").`);
+  return `MasterOnionAddress ${address}\n`;
 }
 
 /**
@@ -54,7 +66,17 @@ export function renderTorrc(template: string, values: TorrcValues): string {
   });
   const left = out.split('\n').find((l) => !l.trimStart().startsWith('#') && l.includes('{{'));
   if (left) throw new UserError(`The torrc template has a malformed field in: ${left.trim()}`);
-  return out;
+  if (!values.onionbalanceFrontend) return out;
+  obConfigText(values.onionbalanceFrontend); // checks the address
+  return [
+    out.replace(/\n+$/, ''),
+    '',
+    `# One node of several behind the Onionbalance frontend ${values.onionbalanceFrontend}: this onion`,
+    `# service also answers introductions made to the frontend, whose address tor reads from`,
+    `# ${OB_CONFIG_FILE} in the onion service's folder (MasterOnionAddress).`,
+    'HiddenServiceOnionbalanceInstance 1',
+    '',
+  ].join('\n');
 }
 
 /**

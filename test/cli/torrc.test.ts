@@ -2,7 +2,7 @@
 // for the appliance's system tor), checked by tor itself.
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { requireBinaries, tempDir } from '../helpers/env.js';
@@ -55,6 +55,32 @@ describe('kzymy-server torrc', function () {
     ]);
     expect(lines.join('\n')).to.not.include('{{');
     expect(await verify(r.stdout, 'appliance-torrc')).to.include('Configuration was valid');
+  });
+
+  it('--onionbalance-frontend (or tor.frontendOnion) makes the onion service an Onionbalance instance, which tor accepts; a bad address is a sentence', async () => {
+    const frontend = 'cr4dwjmvsvug6zc36pgbvkbkrfqywzeypsdoog6mx3yujvstar5fauid.onion';
+    const r = await cli(['torrc', '--appliance', '--hidden-service-dir', hsDir, '--web-host', '127.0.0.1', '--web-port', '18080', '--onionbalance-frontend', frontend]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(settings(r.stdout)).to.include('HiddenServiceOnionbalanceInstance 1');
+    expect(r.stdout).to.include(frontend);
+    // tor reads the frontend's address from ob_config (written by the managed tor's start, or provisioning).
+    await writeFile(path.join(hsDir, 'ob_config'), `MasterOnionAddress ${frontend}\n`, { mode: 0o600 });
+    expect(await verify(r.stdout, 'instance-torrc')).to.include('Configuration was valid');
+    await rm(path.join(hsDir, 'ob_config'));
+
+    const cfg = path.join(dir, 'config-instance.json');
+    await writeFile(cfg, JSON.stringify({ domain: 'torrc.test', dataDir: path.join(dir, 'data'), tor: { manage: false, hostnameFile: path.join(hsDir, 'hostname'), frontendOnion: frontend.toUpperCase() } }));
+    const fromConfig = await cli(['torrc', '--config', cfg]);
+    expect(fromConfig.code, fromConfig.stderr).to.equal(0);
+    expect(settings(fromConfig.stdout)).to.include('HiddenServiceOnionbalanceInstance 1');
+
+    const bad = await cli(['torrc', '--hidden-service-dir', hsDir, '--web-host', '127.0.0.1', '--web-port', '80', '--onionbalance-frontend', 'example.onion']);
+    expect(bad.code).to.equal(1);
+    expect(bad.stderr).to.equal('kzymy-server: The Onionbalance frontend "example.onion" is not a v3 onion address (56 base32 characters and ".onion").\n');
+    await writeFile(cfg, JSON.stringify({ domain: 'torrc.test', tor: { frontendOnion: 'example.onion' } }));
+    const badConfig = await cli(['torrc', '--config', cfg, '--hidden-service-dir', hsDir, '--web-host', '127.0.0.1', '--web-port', '80']);
+    expect(badConfig.code).to.not.equal(0);
+    expect(badConfig.stderr).to.include('The setting "tor.frontendOnion" must be a v3 onion address (56 base32 characters and ".onion").');
   });
 
   it('takes the values it is not given from the configuration, and leaves out the appliance lines without --appliance', async () => {

@@ -85,6 +85,7 @@ describe('config: the schema', () => {
       KZYMY_WEB_HOST: 'web.host',
       KZYMY_WEB_PORT: 'web.port',
       KZYMY_TOR_MANAGE: 'tor.manage',
+      KZYMY_TOR_FRONTEND_ONION: 'tor.frontendOnion',
       KZYMY_TOR_HOSTNAME_FILE: 'tor.hostnameFile',
       KZYMY_MX_HOST: 'dns.mxHost',
       KZYMY_PUBLIC_IP: 'dns.addresses',

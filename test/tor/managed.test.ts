@@ -49,6 +49,28 @@ describe('tor: managed tor child', function () {
     expect(alive(tor.pid)).to.equal(false);
   });
 
+  it('as an Onionbalance backend instance: tor takes the instance mode with ob_config, and the file goes when the setting does', async () => {
+    // A frontend address (any valid v3 onion: tor only reads it).
+    const frontend = 'cr4dwjmvsvug6zc36pgbvkbkrfqywzeypsdoog6mx3yujvstar5fauid.onion';
+    const obConfig = path.join(path.dirname(config.tor.hostnameFile), 'ob_config');
+    const instance = { ...config, tor: { ...config.tor, frontendOnion: frontend } };
+    const tor = await startManagedTor({ config: instance, logger: silentLogger });
+    try {
+      expect(await readFile(obConfig, 'utf8')).to.equal(`MasterOnionAddress ${frontend}\n`);
+      expect((await stat(obConfig)).mode & 0o777).to.equal(0o600);
+      expect(await readFile(path.join(config.tor.dataDir, 'torrc'), 'utf8')).to.match(/^HiddenServiceOnionbalanceInstance 1$/m);
+      // Its own onion address is unchanged: the frontend's is another one.
+      expect(tor.onionAddress).to.not.equal(frontend);
+      expect(alive(tor.pid)).to.equal(true);
+    } finally {
+      await tor.stop();
+    }
+    const plain = await startManagedTor({ config, logger: silentLogger });
+    await plain.stop();
+    expect(await stat(obConfig).catch(() => null), 'ob_config after the setting is gone').to.equal(null);
+    expect(await readFile(path.join(config.tor.dataDir, 'torrc'), 'utf8')).to.not.include('HiddenServiceOnionbalanceInstance');
+  });
+
   it('says so in a sentence when tor is missing', async () => {
     const bogus = { ...config, tor: { ...config.tor, binary: path.join(tmp.dir, 'no-such-tor') } };
     const err = await startManagedTor({ config: bogus, logger: silentLogger }).then(
