@@ -13,6 +13,11 @@
 #   KZYMY_MX_HOST    the MX target name (default mx.DOMAIN), kept as dns.mxHost
 #   KZYMY_PUBLIC_IP  the public addresses of port 25 (IPv4, IPv6; comma-separated), kept as
 #                    dns.addresses; the DNS records printed at the end use them
+# One node of several (docs/scaling.md), also used only for a new config.json:
+#   KZYMY_FRONTEND_ONION  the Onionbalance frontend's onion address (tor.frontendOnion): the
+#                    system tor becomes one of its backend instances (ob_config)
+#   KZYMY_REGISTRY_URL    the shared PostgreSQL registry (registry.engine "postgres")
+#   KZYMY_MAILDIR_ROOT    the Maildir root on the shared file system (default $DATA/maildirs)
 #
 # Idempotent: a second run changes nothing unless the project or the packaged files
 # changed, and then restarts only what is affected.
@@ -94,9 +99,21 @@ checkout_cli() {
 # filled in, then the lines that make the hostname file readable by the group debian-tor,
 # which kzymy.service joins.
 render_torrc() {
-	local template=$1
+	local template=$1 frontend
 	shift
-	"$@" torrc --appliance --template "$template" --hidden-service-dir "$HS_DIR" --web-host "$WEB_HOST" --web-port "$WEB_PORT"
+	frontend=$(frontend_onion)
+	"$@" torrc --appliance --template "$template" --hidden-service-dir "$HS_DIR" --web-host "$WEB_HOST" --web-port "$WEB_PORT" \
+		${frontend:+--onionbalance-frontend "$frontend"}
+}
+
+# The Onionbalance frontend this node serves (tor.frontendOnion of $CONFIG, else
+# $KZYMY_FRONTEND_ONION before there is one), or nothing.
+frontend_onion() {
+	if [[ -f $CONFIG ]]; then
+		node -e 'const c = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log((c.tor && c.tor.frontendOnion) || "")' "$CONFIG"
+	else
+		printf '%s\n' "${KZYMY_FRONTEND_ONION:-}"
+	fi
 }
 
 if [[ $MODE == print-torrc ]]; then
@@ -179,14 +196,26 @@ if [[ ! -f $CONFIG ]]; then
 		[[ $a =~ ^[0-9A-Fa-f:.]+$ ]] || die "KZYMY_PUBLIC_IP \"$a\" is not an IP address."
 		addresses+="${addresses:+, }\"$a\""
 	done
+	frontend=${KZYMY_FRONTEND_ONION:-}
+	[[ -z $frontend || $frontend =~ ^[a-z2-7]{56}\.onion$ ]] || die "KZYMY_FRONTEND_ONION \"$frontend\" is not a v3 onion address."
+	maildir_root=${KZYMY_MAILDIR_ROOT:-$DATA/maildirs}
+	[[ $maildir_root == /* && $maildir_root != *[\"\\]* ]] || die "KZYMY_MAILDIR_ROOT \"$maildir_root\" is not an absolute path."
+	registry_url=${KZYMY_REGISTRY_URL:-}
+	[[ -z $registry_url || ($registry_url =~ ^postgres(ql)?:// && $registry_url != *[\"\\]*) ]] ||
+		die "KZYMY_REGISTRY_URL is not a postgresql:// URL."
+	registry=
+	# (a line of its own in the file below: a newline, then the file's two-space indent)
+	[[ -z $registry_url ]] || registry=$'\n'"  \"registry\": { \"engine\": \"postgres\", \"url\": \"$registry_url\" },"
+	tor_frontend=
+	[[ -z $frontend ]] || tor_frontend=", \"frontendOnion\": \"$frontend\""
 	put 0640 root kzymy "$CONFIG" <<-EOF
 		{
 		  "domain": "$domain",
 		  "dataDir": "$DATA",
-		  "maildirRoot": "$DATA/maildirs",
+		  "maildirRoot": "$maildir_root",$registry
 		  "smtp": { "host": "0.0.0.0", "port": 25 },
 		  "web": { "host": "$WEB_HOST", "port": $WEB_PORT },
-		  "tor": { "manage": false, "hostnameFile": "$HS_DIR/hostname" },
+		  "tor": { "manage": false, "hostnameFile": "$HS_DIR/hostname"$tor_frontend },
 		  "dns": { "mxHost": "$mx_host", "addresses": [$addresses] },
 		  "log": { "level": "info" }
 		}
@@ -200,6 +229,17 @@ if [[ -n ${KZYMY_DOMAIN:-} && ${KZYMY_DOMAIN,,} != "${domain,,}" ]]; then
 fi
 
 # --- 5. tor: the project's torrc, rendered by kzymy-server (built above), for tor@default --
+# One node of several: tor reads the Onionbalance frontend's address from ob_config (it must
+# be there before tor --verify-config of a torrc in instance mode).
+frontend=$(frontend_onion)
+if [[ -n $frontend ]]; then
+	[[ -d $HS_DIR ]] || install -d -m 0700 -o debian-tor -g debian-tor "$HS_DIR"
+	if printf 'MasterOnionAddress %s\n' "$frontend" | put 0600 debian-tor debian-tor "$HS_DIR/ob_config"; then CHANGED[tor]=1; fi
+elif [[ -f $HS_DIR/ob_config ]]; then
+	rm -f "$HS_DIR/ob_config"
+	log "removed $HS_DIR/ob_config (no tor.frontendOnion in $CONFIG)"
+	CHANGED[tor]=1
+fi
 tmp_torrc=$(mktemp)
 render_torrc "$APP/torrc" installed_cli >"$tmp_torrc" ||
 	{
