@@ -9,11 +9,12 @@ cd "$(dirname "$0")/.."
 # private Tor network), chromium (no-JavaScript pages), curl (the client download, as the pages
 # show it), and the appliance's checkers.
 # postgresql: the registry tests run a private server (unix socket only) for its engine.
+# onionbalance: one onion for two nodes, on the private Tor network.
 PACKAGES=(
   gnupg sq swaks postfix python3-dkim openssl tor chromium curl
   shellcheck nftables debootstrap systemd-container zstd vagrant
   strace rsync util-linux ca-certificates procps iproute2 libnet-ssleay-perl postgresql
-  notmuch neomutt tmux
+  notmuch neomutt tmux onionbalance
 )
 
 missing=()

@@ -24,18 +24,29 @@ interface LogLine {
   msg?: string;
 }
 
-/** Starts kzymy-server with `tor.manage` on, its tor folders under `dir`; resolves once it logged the onion address. */
-export async function startOnionServer(net: TorNetwork, dir: string, opts: { timeoutMs?: number } = {}): Promise<OnionServer> {
+/**
+ * Starts kzymy-server with `tor.manage` on, its tor folders under `dir` (`config` and `tor`:
+ * more settings; `base`: the folders of an earlier run, to restart it); resolves once it
+ * logged the onion address.
+ */
+export async function startOnionServer(
+  net: TorNetwork,
+  dir: string,
+  opts: { timeoutMs?: number; config?: Record<string, unknown>; tor?: Record<string, unknown>; base?: string } = {},
+): Promise<OnionServer> {
   const t0 = Date.now();
   const torLogFile = path.join(dir, 'kzymy-tor-rend.log');
   const srv = await startServer({
     env: { KZYMY_TOR_MANAGE: '1' },
+    base: opts.base,
     config: {
+      ...opts.config,
       tor: {
         manage: true,
         dataDir: path.join(dir, 'kzymy-tor'),
         hostnameFile: path.join(dir, 'kzymy-onion', 'hostname'),
         extraConfig: net.onionServiceTorrcLines({ logFile: torLogFile }),
+        ...opts.tor,
       },
     },
   });

@@ -15,7 +15,10 @@ import { SocksProxyAgent } from 'socks-proxy-agent';
 const TEMPLATES = fileURLToPath(new URL('./templates/', import.meta.url));
 const POLL_MS = 100;
 const AUTHORITIES = 3;
-/** Seconds between votes; initial and regular. Vote + dist delay (2 + 2) must be below it. */
+/**
+ * Seconds between votes, initial and regular (default). Vote + dist delay (2 + 2) must be
+ * below it. Onionbalance's --is-testnet mode computes time periods for 20 s votes (chutney's).
+ */
 const VOTING_INTERVAL = 10;
 /** The first vote of the authorities comes this many seconds after launch. */
 const FIRST_VOTE_AFTER_S = 3;
@@ -35,11 +38,13 @@ export interface TorNetworkOptions {
   gencert?: string;
   /** Whole start-up budget (default 120 s). */
   timeoutMs?: number;
+  /** Seconds between votes (default 10; 20 for Onionbalance's --is-testnet time periods). */
+  votingInterval?: number;
 }
 
 export interface TorNode {
   name: string;
-  role: 'authority' | 'relay' | 'client' | 'onion-service';
+  role: 'authority' | 'relay' | 'client' | 'onion-service' | 'controller';
   dir: string;
   /** Tor's notice-level log. */
   logFile: string;
@@ -51,6 +56,17 @@ export interface TorNode {
 
 export interface OnionService {
   address: string;
+  pid: number;
+  dir: string;
+  logFile: string;
+  stop(): Promise<void>;
+}
+
+/** A client tor with a control port (cookie authentication), for a controller such as Onionbalance. */
+export interface ControlledTor {
+  controlPort: number;
+  /** Its SOCKS port, when asked for one (else 0). */
+  socksPort: number;
   pid: number;
   dir: string;
   logFile: string;
@@ -87,7 +103,12 @@ export interface TorNetwork {
    */
   onionServiceTorrcLines(opts?: { logFile?: string }): string[];
   /** A demo onion service (its own tor) whose port 80 goes to 127.0.0.1:targetPort. */
-  startOnionService(opts: { targetPort: number; name?: string; timeoutMs?: number }): Promise<OnionService>;
+  startOnionService(opts: { targetPort: number; name?: string; timeoutMs?: number; onionbalanceFrontend?: string }): Promise<OnionService>;
+  /**
+   * Another client tor of this network, with a control port and (with `socks`) a SOCKS port:
+   * a client whose caches start empty. Resolves once it has bootstrapped.
+   */
+  startControlledTor(opts?: { name?: string; socks?: boolean; socksTimeoutS?: number; timeoutMs?: number }): Promise<ControlledTor>;
   /** Real readiness: GET http://ADDRESS/PATH through the SOCKS port until it answers. */
   waitForOnion(address: string, opts?: WaitForOnionOptions): Promise<OnionAnswer>;
   /** SIGTERM every tor of this network, SIGKILL stragglers after 5 s; waits for all. */
@@ -202,14 +223,15 @@ export async function startTorNetwork(opts: TorNetworkOptions): Promise<TorNetwo
   const tor = opts.tor ?? 'tor';
   const gencert = opts.gencert ?? 'tor-gencert';
   const relayCount = opts.relays ?? 3;
+  const votingInterval = opts.votingInterval ?? VOTING_INTERVAL;
   const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
   const procs: Proc[] = [];
   const emptyDefaults = path.join(dir, 'torrc-defaults-empty');
 
-  const check = (): void => {
-    const dead = procs.find((p) => p.exited && p.node.role !== 'onion-service');
+  const check = (until = deadline): void => {
+    const dead = procs.find((p) => p.exited && p.node.role !== 'onion-service' && p.node.role !== 'controller');
     if (dead) throw new Error(`tor node ${dead.node.name} exited (${dead.exited?.signal ?? `code ${dead.exited?.code}`}); see ${dead.node.dir}/stdout.log and notice.log`);
-    if (Date.now() > deadline) throw new Error('The private Tor network did not come up in time');
+    if (Date.now() > until) throw new Error('The private Tor network did not come up in time');
   };
   const waitForLog = async (node: TorNode, re: RegExp, what: string, until = deadline): Promise<void> => {
     for (;;) {
@@ -217,7 +239,7 @@ export async function startTorNetwork(opts: TorNetworkOptions): Promise<TorNetwo
       const p = procs.find((x) => x.node === node);
       if (p?.exited) throw new Error(`tor node ${node.name} exited before "${what}":\n${tail((await readText(node.logFile)) || (await readText(path.join(node.dir, 'stdout.log'))))}`);
       if (Date.now() > until) throw new Error(`tor node ${node.name} did not log "${what}" in time:\n${tail(await readText(node.logFile))}`);
-      check();
+      check(until);
       await sleep(POLL_MS);
     }
   };
@@ -324,7 +346,7 @@ export async function startTorNetwork(opts: TorNetworkOptions): Promise<TorNetwo
     const torrcs = new Map<TorNode, string>();
     for (const node of [...auths, ...relays]) {
       const parts = [await common(node), await template('relay.torrc', { orPort: node.orPort as number, dirPort: node.dirPort as number, nick: node.name })];
-      if (node.role === 'authority') parts.push(await template('authority.torrc', { votingInterval: VOTING_INTERVAL }));
+      if (node.role === 'authority') parts.push(await template('authority.torrc', { votingInterval }));
       torrcs.set(node, await writeTorrc(node, parts));
     }
     torrcs.set(client, await writeTorrc(client, [await common(client), await template('client.torrc', { socksPort: client.socksPort as number })]));
@@ -334,7 +356,7 @@ export async function startTorNetwork(opts: TorNetworkOptions): Promise<TorNetwo
     //    the first vote comes FIRST_VOTE_AFTER_S after launch, not by chance.
     const launchedAt = Date.now();
     const validAfter = Math.ceil(launchedAt / 1000 + FIRST_VOTE_AFTER_S + 2 + 2); // + vote and dist delays
-    const offset = validAfter % VOTING_INTERVAL;
+    const offset = validAfter % votingInterval;
     for (const a of auths) launch(a, torrcs.get(a) as string, ['--TestingV3AuthVotingStartOffset', String(offset)]);
     for (const r of relays) launch(r, torrcs.get(r) as string);
     say(`tornet: launched ${auths.length} authorities and ${relays.length} relays (first vote ~${FIRST_VOTE_AFTER_S} s from now)`);
@@ -378,7 +400,14 @@ export async function startTorNetwork(opts: TorNetworkOptions): Promise<TorNetwo
         const node: TorNode = { name, role: 'onion-service', dir: path.join(dir, name), logFile: path.join(dir, name, 'notice.log'), pid: -1 };
         await rm(node.dir, { recursive: true, force: true });
         await mkdir(node.dir, { recursive: true, mode: 0o700 });
-        const file = await writeTorrc(node, [await common(node), await template('onion-service.torrc', { dir: node.dir, targetPort: o.targetPort })]);
+        const parts = [await common(node), await template('onion-service.torrc', { dir: node.dir, targetPort: o.targetPort })];
+        if (o.onionbalanceFrontend) {
+          // An Onionbalance backend instance: it also answers introductions made to the frontend's address.
+          parts.push('HiddenServiceOnionbalanceInstance 1');
+          await mkdir(path.join(node.dir, 'hs'), { recursive: true, mode: 0o700 });
+          await writeFile(path.join(node.dir, 'hs', 'ob_config'), `MasterOnionAddress ${o.onionbalanceFrontend}\n`, { mode: 0o600 });
+        }
+        const file = await writeTorrc(node, parts);
         const proc = launch(node, file);
         nodes.push(node);
         const until = Date.now() + (o.timeoutMs ?? 30_000);
@@ -392,6 +421,25 @@ export async function startTorNetwork(opts: TorNetworkOptions): Promise<TorNetwo
           }
           await sleep(POLL_MS);
         }
+      },
+
+      async startControlledTor(o = {}) {
+        const name = o.name ?? `ctl${procs.filter((p) => p.node.role === 'controller').length}`;
+        const node: TorNode = { name, role: 'controller', dir: path.join(dir, name), logFile: path.join(dir, name, 'notice.log'), pid: -1 };
+        await rm(node.dir, { recursive: true, force: true });
+        await mkdir(node.dir, { recursive: true, mode: 0o700 });
+        const [controlPort, port] = await freePorts(2);
+        const socksPort = o.socks ? port! : 0;
+        const file = await writeTorrc(node, [await common(node), await template('controller.torrc', { controlPort: controlPort!, socks: o.socks ? `127.0.0.1:${socksPort}` : '0', socksTimeout: o.socksTimeoutS ?? 120 })]);
+        const proc = launch(node, file);
+        nodes.push(node);
+        try {
+          await waitForLog(node, /Bootstrapped 100%/, 'Bootstrapped 100%', Date.now() + (o.timeoutMs ?? 60_000));
+        } catch (err) {
+          await stopProcs([proc]);
+          throw err;
+        }
+        return { controlPort: controlPort!, socksPort, pid: node.pid, dir: node.dir, logFile: node.logFile, stop: () => stopProcs([proc]) };
       },
 
       waitForOnion(address, o = {}) {
