@@ -1,6 +1,7 @@
 // kzymy registry benchmark: kzymy 0.1's single registry.json (bench/lib/legacy-registry.ts,
 // rewritten whole on every change) against the journal + snapshot + key files layout of
-// src/registry/, side by side in one run, at 1,000, 10,000 and 100,000 users.
+// src/registry/, and the PostgreSQL engine (a private cluster, fsync on), side by side in one
+// run, at 1,000, 10,000 and 100,000 users.
 //
 // Each size's registry.json (0.1 format, ~1 KB of armor per user, some aliases) is written
 // once as a file and copied for each layout: the old layout opens it as is; the new one
@@ -21,6 +22,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { randomUsername } from '../src/registry/names.js';
+import { postgresBin, startCluster, type Cluster } from '../test/helpers/postgres.js';
 import { buildWarning, ROOT, serverEntry, startKzymy } from './lib/kzymy.js';
 import { fakeArmor, fakeFingerprint, OP_KINDS, type ChildJob, type ChildResult, type OpKind } from './lib/registry-child.js';
 import { cleanupAll, cleanUpOnSignals, cleanups, fmt, loadAverage, now, procStatusKb, run, sleep, writeReportSection } from './lib/util.js';
@@ -28,6 +30,7 @@ import { cleanupAll, cleanUpOnSignals, cleanups, fmt, loadAverage, now, procStat
 const { values: opt } = parseArgs({
   options: {
     sizes: { type: 'string', default: '1000,10000,100000' },
+    'no-postgres': { type: 'boolean', default: false },
     out: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -37,6 +40,7 @@ if (opt.help) {
   console.log(`usage: npx tsx bench/registry.ts [--sizes N,N,...] [--out FILE]
 
   --sizes N,N,...  registry sizes in users (default 1000,10000,100000); the targets are checked at 100,000
+  --no-postgres    leave out the PostgreSQL engine (it needs Debian's postgresql package)
   --out FILE       also write the report section into FILE (replacing an earlier one)`);
   process.exit(0);
 }
@@ -46,7 +50,7 @@ const SIZES = opt.sizes!.split(',').map((s) => {
   if (!Number.isInteger(n) || n < 10) throw new Error(`--sizes takes users counts of at least 10, not ${s}`);
   return n;
 });
-const SECTION = '## Registry: one registry.json against the journal layout';
+const SECTION = '## Registry: one registry.json, the journal layout and PostgreSQL';
 const CHILD = path.join(ROOT, 'bench', 'lib', 'registry-child.ts');
 const LOOKUPS = 100_000;
 const NEW_OPS = 200;
@@ -97,7 +101,11 @@ interface SizeResult {
   migrate: ChildResult;
   fresh: ChildResult;
   server?: { rssKb: number; rssSettledKb: number; hwmKb: number; startS: number };
+  /** The PostgreSQL engine: the SQL import of the same users, then the measurements. */
+  pg?: { migrate: ChildResult; fresh: ChildResult };
 }
+
+type Layout = 'old' | 'new' | 'postgres';
 
 const ms = (x: number | undefined, d = 1) => (x === undefined ? '-' : `${fmt(x, x < 10 ? Math.max(d, 2) : d)} ms`);
 const us = (x: number) => `${fmt(x * 1000, 2)} µs`;
@@ -113,6 +121,15 @@ async function main(): Promise<void> {
   log(`kzymy registry benchmark: ${SIZES.map((n) => fmt(n)).join(', ')} users; load average ${loadBefore}`);
   const base = await mkdtemp(path.join(tmpdir(), 'kzymy-bench-reg-'));
   cleanups.push(() => rm(base, { recursive: true, force: true }));
+
+  let cluster: Cluster | null = null;
+  if (!opt['no-postgres']) {
+    if (!postgresBin()) throw new Error('PostgreSQL is not installed (apt-get install postgresql), or run with --no-postgres');
+    cluster = await startCluster({ durable: true });
+    const c = cluster;
+    cleanups.push(() => c.destroy());
+    log('PostgreSQL: a private cluster on a unix socket, fsync on');
+  }
 
   const results: SizeResult[] = [];
   for (const n of SIZES) {
@@ -138,6 +155,12 @@ async function main(): Promise<void> {
     const dataDir = path.join(newBase, 'kzymy-data');
     await mkdir(dataDir, { recursive: true });
     await copyFile(source, path.join(dataDir, 'registry.json'));
+    let pgDir: string | null = null;
+    if (cluster) {
+      pgDir = path.join(dir, 'pg');
+      await mkdir(pgDir);
+      await copyFile(source, path.join(pgDir, 'registry.json'));
+    }
     await rm(source);
     const migrate = await child({ layout: 'new', mode: 'migrate', dataDir, opsPerKind: 0, burst: 0, lookups: 0 });
     log(`  new: migration (first open) ${secs(migrate.openMs)}`);
@@ -145,6 +168,16 @@ async function main(): Promise<void> {
     log(`  new: open ${secs(fresh.openMs)}, RSS ${fmt(MB(fresh.rssAfterOpen))} MB, lookup p99 ${us(fresh.lookup!.p99)}, ` +
       OP_KINDS.map((kind) => `${kind} p99 ${ms(fresh.ops![kind].p99)}`).join(', ') + `, burst of ${NEW_OPS}: stall ${ms(fresh.burst!.maxDelayMs)}`);
     const r: SizeResult = { users: n, fileBytes, old, migrate, fresh };
+    if (cluster && pgDir) {
+      const url = await cluster.createDatabase();
+      const pgMigrate = await child({ layout: 'postgres', mode: 'migrate', dataDir: pgDir, url, opsPerKind: 0, burst: 0, lookups: 0 });
+      log(`  postgres: schema and SQL import ${secs(pgMigrate.openMs)}`);
+      const pgFresh = await child({ layout: 'postgres', mode: 'measure', dataDir: pgDir, url, opsPerKind: NEW_OPS, burst: NEW_OPS, lookups: LOOKUPS });
+      log(`  postgres: open ${secs(pgFresh.openMs)}, RSS ${fmt(MB(pgFresh.rssAfterOpen))} MB, lookup p99 ${us(pgFresh.lookup!.p99)}, ` +
+        OP_KINDS.map((kind) => `${kind} p99 ${ms(pgFresh.ops![kind].p99)}`).join(', ') + `, burst of ${NEW_OPS}: stall ${ms(pgFresh.burst!.maxDelayMs)}, ` +
+        `seen by a second registry p50 ${ms(pgFresh.propagation!.p50)} / p99 ${ms(pgFresh.propagation!.p99)}`);
+      r.pg = { migrate: pgMigrate, fresh: pgFresh };
+    }
 
     if (n === Math.max(...SIZES)) {
       t = now();
@@ -178,9 +211,10 @@ async function main(): Promise<void> {
   ];
 
   const commit = (await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT })).stdout.trim();
-  const rows = (fn: (r: SizeResult, layout: 'old' | 'new', c: ChildResult) => string) =>
-    results.flatMap((r) => [fn(r, 'old', r.old), fn(r, 'new', r.fresh)]);
-  const name = (layout: 'old' | 'new') => (layout === 'old' ? 'old: one registry.json' : 'new: journal + snapshot');
+  const rows = (fn: (r: SizeResult, layout: Layout, c: ChildResult) => string) =>
+    results.flatMap((r) => [fn(r, 'old', r.old), fn(r, 'new', r.fresh), ...(r.pg ? [fn(r, 'postgres', r.pg.fresh)] : [])]);
+  const name = (layout: Layout) => ({ old: 'old: one registry.json', new: 'new: journal + snapshot', postgres: 'PostgreSQL engine' })[layout];
+  const migration = (r: SizeResult, layout: Layout) => (layout === 'new' ? secs(r.migrate.openMs) : layout === 'postgres' ? `${secs(r.pg!.migrate.openMs)} (SQL import)` : '-');
   const lines = [
     SECTION,
     '',
@@ -190,14 +224,15 @@ async function main(): Promise<void> {
     'The old layout is kzymy 0.1\'s registry (kept verbatim as `bench/lib/legacy-registry.ts`): one `registry.json` rewritten whole, fsynced and renamed on every change. ' +
       'The new one is `src/registry/` (a journal of operations appended and fsynced per change, a lowdb snapshot, one file per key), opened as the server opens it (following other processes, compacting). ' +
       'Each registry starts as the same 0.1-format `registry.json` (about 1 KB of armored key a user, 40-hex fingerprints, aliases on one user in five); the new layout converts it on first open (the migration) and is then measured in a fresh process. ' +
-      'Each layout and size runs in a process of its own (`node --expose-gc`, gc before each RSS reading); RSS includes the bare process with the tsx loader, given as "before open".',
+      'Each layout and size runs in a process of its own (`node --expose-gc`, gc before each RSS reading); RSS includes the bare process with the tsx loader, given as "before open". ' +
+      'The PostgreSQL engine (`registry.engine` `postgres`) runs against a private cluster on this machine (Debian\'s server, unix socket, fsync and synchronous_commit on); its users are the same registry.json\'s, imported by SQL, and it is opened as a server opens it (following other nodes with LISTEN/NOTIFY and a 1 s poll).',
     '',
     '### Open and memory',
     '',
     '| users | layout | registry.json | migration (first open) | open | RSS before open | RSS after open |',
     '|---:|---|---:|---:|---:|---:|---:|',
     ...rows((r, layout, c) =>
-      `| ${fmt(r.users)} | ${name(layout)} | ${fmt(MB(r.fileBytes), 1)} MB | ${layout === 'new' ? secs(r.migrate.openMs) : '-'} | ${secs(c.openMs)} | ${fmt(MB(c.rssBefore))} MB | ${fmt(MB(c.rssAfterOpen))} MB |`,
+      `| ${fmt(r.users)} | ${name(layout)} | ${fmt(MB(r.fileBytes), 1)} MB | ${migration(r, layout)} | ${secs(c.openMs)} | ${fmt(MB(c.rssBefore))} MB | ${fmt(MB(c.rssAfterOpen))} MB |`,
     ),
     '',
     '### RCPT lookups and changes',
@@ -223,6 +258,21 @@ async function main(): Promise<void> {
     ),
     '',
   ];
+  if (results.some((r) => r.pg?.fresh.propagation)) {
+    lines.push(
+      '### PostgreSQL: how soon another node sees a change',
+      '',
+      'A second registry opened on the same database, as a second node opens it; for each of the signups, the time from `add` resolving (after COMMIT) on the first until `get` finds the user on the second (near 0 when the notification reached the second before the first saw its COMMIT answer).',
+      '',
+      '| users | signups | seen by the other node p50 / p99 | max |',
+      '|---:|---:|---:|---:|',
+      ...results.filter((r) => r.pg?.fresh.propagation).map((r) => {
+        const p = r.pg!.fresh.propagation!;
+        return `| ${fmt(r.users)} | ${p.n} | ${ms(p.p50)} / ${ms(p.p99)} | ${ms(p.max)} |`;
+      }),
+      '',
+    );
+  }
   if (top.server) {
     lines.push(
       '### The server on the converted registry',

@@ -53,6 +53,8 @@ export interface KzymyOptions {
   workers?: string;
   /** Extra environment (e.g. NODE_OPTIONS, which reaches worker processes too). */
   env?: Record<string, string>;
+  /** Top-level settings that replace the benchmark's (e.g. maildirRoot, registry: several nodes). */
+  config?: Record<string, unknown>;
 }
 
 export interface KzymyInstance {
@@ -85,6 +87,7 @@ export async function writeKzymyConfig(opts: KzymyOptions): Promise<string> {
     // Raised so that quota and the disk floor never refuse a benchmark message.
     limits: { maxMessageBytes: 64 * MiB, quotaBytes: 1024 * 1024 * MiB, minFreeBytes: 0, ...opts.limits },
     log: { level: 'info' },
+    ...opts.config,
   };
   await writeFile(configFile, JSON.stringify(config, null, 2));
   return configFile;
@@ -157,7 +160,7 @@ export async function startKzymy(opts: KzymyOptions): Promise<KzymyInstance> {
     pid: child.pid!,
     port,
     configFile,
-    maildirRoot: path.join(opts.base, 'kzymy-maildirs'),
+    maildirRoot: typeof opts.config?.maildirRoot === 'string' ? opts.config.maildirRoot : path.join(opts.base, 'kzymy-maildirs'),
     logFile,
     workers: workers ?? 1,
     pids,

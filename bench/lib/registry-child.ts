@@ -13,10 +13,16 @@ import { Registry as LegacyRegistry } from './legacy-registry.js';
 import { ROOT } from './kzymy.js';
 
 export interface ChildJob {
-  layout: 'old' | 'new';
-  /** migrate: the new layout's first open of a registry.json (conversion); measure: everything else. */
+  layout: 'old' | 'new' | 'postgres';
+  /**
+   * migrate: the new layout's first open of a registry.json (conversion), or for postgres the
+   * schema made at first open and the registry.json's users imported by SQL; measure: everything else.
+   */
   mode: 'migrate' | 'measure';
+  /** The folder of registry.json (old, new; postgres: where the users to import are read). */
   dataDir: string;
+  /** postgres: the database URL. */
+  url?: string;
   opsPerKind: number;
   burst: number;
   lookups: number;
@@ -40,6 +46,8 @@ export interface ChildResult {
   lookup?: Percentiles;
   ops?: Record<OpKind, Percentiles>;
   burst?: { n: number; totalMs: number; maxDelayMs: number; maxLateMs: number };
+  /** postgres: from a change's commit on one registry to its sight on a second one (LISTEN/NOTIFY or the 1 s poll). */
+  propagation?: Percentiles;
 }
 
 export type OpKind = 'add' | 'addAlias' | 'setKey' | 'setDisabled';
@@ -89,14 +97,19 @@ export function percentiles(xs: number[]): Percentiles {
 }
 
 async function main(job: ChildJob): Promise<ChildResult> {
-  const { mod, engine } = job.layout === 'new' ? await newEngine() : { mod: null, engine: 'bench/lib/legacy-registry.ts' };
+  const { mod, engine } = job.layout !== 'old' ? await newEngine() : { mod: null, engine: 'bench/lib/legacy-registry.ts' };
   gc();
   const rssBefore = process.memoryUsage().rss;
   const t0 = process.hrtime.bigint();
+  const pgOpts = job.layout === 'postgres' ? { engine: 'postgres' as const, url: job.url } : {};
   const reg: Common =
     job.layout === 'old'
       ? await LegacyRegistry.open(job.dataDir)
-      : await mod!.openRegistry({ dataDir: job.dataDir, follow: job.mode === 'measure', compact: job.mode === 'measure' });
+      : await mod!.openRegistry({ dataDir: job.dataDir, follow: job.mode === 'measure', compact: job.mode === 'measure', ...pgOpts });
+  if (job.layout === 'postgres' && job.mode === 'migrate') {
+    await reg.close?.();
+    await importUsers(job.url!, path.join(job.dataDir, 'registry.json'));
+  }
   const openMs = ms(t0);
   gc();
   const mem = process.memoryUsage();
@@ -175,8 +188,67 @@ async function main(job: ChildJob): Promise<ChildResult> {
   h.disable();
   clearInterval(timer);
   res.burst = { n: job.burst, totalMs, maxDelayMs: h.max / 1e6, maxLateMs: maxLate };
+
+  if (job.layout === 'postgres') {
+    // A second node's registry: how soon it sees a signup committed by this one.
+    const other = await mod!.openRegistry({ dataDir: job.dataDir, follow: true, ...pgOpts });
+    const seen: number[] = [];
+    for (let i = 0; i < job.opsPerKind; i++) {
+      const { username } = await reg.add({ fingerprint: fakeFingerprint(), publicKey: fakeArmor(), keyExpiresAt: future(365) });
+      const t = process.hrtime.bigint();
+      while (!other.get(username)) await new Promise((r) => setImmediate(r));
+      seen.push(ms(t));
+    }
+    res.propagation = percentiles(seen);
+    await other.close?.();
+  }
   await reg.close?.();
   return res;
+}
+
+/** Imports a 0.1-format registry.json into the postgres engine's tables, 5,000 users a statement. */
+async function importUsers(url: string, file: string): Promise<void> {
+  const { default: pg } = await import('pg');
+  const { createHash } = await import('node:crypto');
+  const { readFile } = await import('node:fs/promises');
+  const users = (JSON.parse(await readFile(file, 'utf8')) as { users: LegacyUser[] }).users;
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query('BEGIN');
+    for (let i = 0; i < users.length; i += 5000) {
+      const part = users.slice(i, i + 5000);
+      const col = <K extends keyof LegacyUser>(k: K) => part.map((u) => u[k]);
+      const arr = (k: 'aliases' | 'blocked' | 'notices') => part.map((u) => `{${u[k].map((x) => JSON.stringify(x)).join(',')}}`);
+      const keyIds = part.map((u) => createHash('sha256').update(u.publicKey, 'utf8').digest('hex'));
+      const versions = part.map((_, k) => i + k + 1);
+      await c.query(
+        `INSERT INTO users (username, fingerprint, key_id, key_expires_at, created_at, disabled, catch_all, aliases, blocked, notices, version)
+         SELECT username, fingerprint, key_id, key_expires_at, created_at, disabled, catch_all, aliases::text[], blocked::text[], notices::text[], version
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[], $7::boolean[], $8::text[], $9::text[], $10::text[], $11::bigint[])
+           AS t(username, fingerprint, key_id, key_expires_at, created_at, disabled, catch_all, aliases, blocked, notices, version)`,
+        [col('username'), col('fingerprint'), keyIds, col('keyExpiresAt'), col('createdAt'), col('disabled'), col('catchAll'), arr('aliases'), arr('blocked'), arr('notices'), versions],
+      );
+      await c.query('INSERT INTO public_keys (username, key_id, armored) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])', [col('username'), keyIds, col('publicKey')]);
+    }
+    await c.query('UPDATE registry_state SET version = $1', [users.length]);
+    await c.query('COMMIT');
+  } finally {
+    await c.end();
+  }
+}
+
+interface LegacyUser {
+  username: string;
+  fingerprint: string;
+  publicKey: string;
+  keyExpiresAt: string | null;
+  createdAt: string;
+  disabled: boolean;
+  catchAll: boolean;
+  aliases: string[];
+  blocked: string[];
+  notices: string[];
 }
 
 // Run as a script (bench/registry.ts imports this module only for its helpers and types).

@@ -70,8 +70,11 @@ export interface Cluster {
 
 let databases = 0;
 
-/** Starts a private cluster (call requirePostgres first). */
-export async function startCluster(): Promise<Cluster> {
+/**
+ * Starts a private cluster (call requirePostgres first). Tests run it with fsync off;
+ * `durable` keeps PostgreSQL's fsync on (benchmarks: a commit then costs what it costs).
+ */
+export async function startCluster(opts: { durable?: boolean } = {}): Promise<Cluster> {
   const bin = postgresBin();
   if (!bin) throw new Error('PostgreSQL binaries not found under /usr/lib/postgresql');
   const asRoot = process.getuid?.() === 0;
@@ -91,7 +94,7 @@ export async function startCluster(): Promise<Cluster> {
     const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
     await chown(dir, uid, gid);
   }
-  const pgctl = ['-D', data, '-l', path.join(dir, 'server.log'), '-w', '-o', `-c listen_addresses='' -c unix_socket_directories='${dir}' -c fsync=off`];
+  const pgctl = ['-D', data, '-l', path.join(dir, 'server.log'), '-w', '-o', `-c listen_addresses='' -c unix_socket_directories='${dir}'${opts.durable ? '' : ' -c fsync=off'}`];
   try {
     // trust: the socket is in a 0700 folder of the test's own, reachable by nobody else.
     await as('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C.UTF-8']);
