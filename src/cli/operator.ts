@@ -85,6 +85,7 @@ export async function check(config: Config, out: Out): Promise<string[]> {
   out(`tor            ${config.tor.manage ? `managed (${config.tor.binary}, data ${config.tor.dataDir})` : 'system tor'}`);
   const onion = await readOnionAddress(config.tor.hostnameFile).catch(() => null);
   out(`onion          ${onion ? `http://${onion}/` : `not known yet (${config.tor.hostnameFile})`}`);
+  if (config.tor.frontendOnion) out(`frontend       http://${config.tor.frontendOnion}/ (Onionbalance: the onion above is one of its instances)`);
   if (!onion && !config.tor.manage) problems.push(`tor has not written the onion hostname at ${config.tor.hostnameFile}: is the tor service running with the project's torrc?`);
   out(`limits         message ${mib(config.limits.maxMessageBytes)}, quota ${mib(config.limits.quotaBytes)}/user, retention ${config.limits.retentionDays} days`);
   return problems;

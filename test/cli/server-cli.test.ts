@@ -62,6 +62,11 @@ describe('kzymy-server command line', function () {
     // No onion hostname yet with a system tor: check says so and fails.
     expect(check.code).to.equal(1);
     expect(check.stderr).to.match(/tor has not written the onion hostname/);
+    expect(check.stdout).to.not.match(/^frontend/m);
+    // One node of several: check also names the Onionbalance frontend.
+    const frontend = 'cr4dwjmvsvug6zc36pgbvkbkrfqywzeypsdoog6mx3yujvstar5fauid.onion';
+    const instance = await cli(['check', '--config', cfg], { KZYMY_TOR_FRONTEND_ONION: frontend });
+    expect(instance.stdout).to.match(new RegExp(`^frontend +http://${frontend}/ \\(Onionbalance`, 'm'));
   });
 
   it('refuses bad configuration with one sentence per mistake and no stack trace', async function () {
