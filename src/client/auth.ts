@@ -4,6 +4,7 @@
 // exact format to the key; gpg decrypts it here, and only the code it holds goes back, after
 // the format, purpose, server, username and fingerprint were checked. A server never gets
 // anything else decrypted by this client.
+import { parseChallengeText, type ChallengeFields, type ChallengePurpose } from '../pgp/challenge-format.js';
 import { ApiError, ClientError, printable, protocolError } from './errors.js';
 import type { Gnupg } from './gnupg.js';
 import type { Transport } from './transport.js';
@@ -25,26 +26,20 @@ export interface SignupDone {
   exampleAddress: string;
 }
 
-export type ChallengePurpose = 'signup' | 'rotate' | 'login';
+export type { ChallengePurpose };
 
-/** What a decryption challenge must be addressed to, as this client knows it. */
-export interface ChallengeExpectation {
-  purpose: ChallengePurpose;
-  /** serverName() of the --server URL. */
-  server: string;
-  /** The profile's username; "-" at signup (no account yet). */
-  username: string;
-  /** The primary fingerprint gpg reports for the key the user named. */
-  fingerprint: string;
-}
+/**
+ * What a decryption challenge must be addressed to, as this client knows it: every field but
+ * the code. `server` is serverName() of the --server URL, `username` the profile's ("-" at
+ * signup), `fingerprint` the primary fingerprint gpg reports for the key the user named.
+ */
+export type ChallengeExpectation = Omit<ChallengeFields, 'code'>;
 
 /** Largest challenge accepted from the server (an armored message of six short lines is ~1 KiB). */
 export const MAX_CHALLENGE_CHARS = 16 * 1024;
 /** Largest plaintext of a challenge; checked before anything else looks at it. */
 export const MAX_CHALLENGE_PLAINTEXT = 512;
 
-const CHALLENGE_RE =
-  /^kzymy challenge v1\npurpose: (signup|rotate|login)\nserver: ([!-~]{1,255})\nusername: ([!-~]{1,64})\nfingerprint: ([0-9A-F]{40}|[0-9A-F]{64})\ncode: ([a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4})\n$/;
 
 const PURPOSE_WORDS: Record<ChallengePurpose, string> = { signup: 'signup', rotate: 'key-rotation', login: 'login' };
 
@@ -74,13 +69,13 @@ export function codeOf(plaintext: Buffer | null, want: ChallengeExpectation, t: 
     } catch {
       throw misbehaved(t, want.purpose, "is not in kzymy's format");
     }
-    const m = CHALLENGE_RE.exec(text);
-    if (!m) throw misbehaved(t, want.purpose, "is not in kzymy's format");
-    if (m[1] !== want.purpose) throw misbehaved(t, want.purpose, `was made for another purpose (${m[1]})`);
-    if (m[2] !== want.server) throw misbehaved(t, want.purpose, 'was made for another server');
-    if (m[3] !== want.username) throw misbehaved(t, want.purpose, 'was made for another username');
-    if (m[4] !== want.fingerprint) throw misbehaved(t, want.purpose, 'was made for another key');
-    return m[5]!;
+    const f = parseChallengeText(text);
+    if (!f) throw misbehaved(t, want.purpose, "is not in kzymy's format");
+    if (f.purpose !== want.purpose) throw misbehaved(t, want.purpose, `was made for another purpose (${f.purpose})`);
+    if (f.server !== want.server) throw misbehaved(t, want.purpose, 'was made for another server');
+    if (f.username !== want.username) throw misbehaved(t, want.purpose, 'was made for another username');
+    if (f.fingerprint !== want.fingerprint) throw misbehaved(t, want.purpose, 'was made for another key');
+    return f.code;
   } finally {
     plaintext?.fill(0);
   }

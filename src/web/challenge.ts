@@ -5,6 +5,7 @@
 import { createHash, createHmac, randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 import { createMessage, encrypt, type PublicKey } from 'openpgp';
 import { PGP_CONFIG } from '../pgp/index.js';
+import { challengeText, type ChallengeFields, type ChallengePurpose } from '../pgp/challenge-format.js';
 
 const CODE_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 
@@ -48,31 +49,7 @@ export function codeMatches(storedHash: Buffer, submitted: unknown): boolean {
   return timingSafeEqual(storedHash, hashCode(answerCode(submitted)));
 }
 
-export type ChallengePurpose = 'signup' | 'rotate' | 'login';
-
-export interface ChallengeFields {
-  purpose: ChallengePurpose;
-  /** The server name the client used: the request's Host header, lower-cased. */
-  server: string;
-  /** "-" for signup (no account yet). */
-  username: string;
-  /** Primary fingerprint, upper-case hex. */
-  fingerprint: string;
-  code: string;
-}
-
-/** The exact plaintext of a decryption challenge: six LF-terminated lines. */
-export function challengeText(f: ChallengeFields): string {
-  return [
-    'kzymy challenge v1',
-    `purpose: ${f.purpose}`,
-    `server: ${f.server}`,
-    `username: ${f.username}`,
-    `fingerprint: ${f.fingerprint}`,
-    `code: ${f.code}`,
-    '',
-  ].join('\n');
-}
+export { challengeText, type ChallengeFields, type ChallengePurpose };
 
 /**
  * A decryption challenge as an armored OpenPGP message to `key`. `date` is the moment the
