@@ -10,6 +10,7 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { onionAddress } from '../helpers/onion.js';
 import { requireBinaries, tempDir } from '../helpers/env.js';
 import { makeGpgKey } from '../helpers/gpg.js';
 import { marker, rawMessage } from '../helpers/mail.js';
@@ -53,25 +54,8 @@ interface StatusJson {
   status: { replies: Record<string, number>; pid: number; tor: { control: string } };
 }
 
-/** A well-formed v3 onion address (rend-spec-v3 6) for a system tor's hostname file. */
-function fakeOnion(): string {
-  const pubkey = createHash('sha256').update(marker()).digest();
-  const sum = createHash('sha3-256').update(Buffer.concat([Buffer.from('.onion checksum'), pubkey, Buffer.from([3])])).digest();
-  const raw = Buffer.concat([pubkey, sum.subarray(0, 2), Buffer.from([3])]);
-  const alphabet = 'abcdefghijklmnopqrstuvwxyz234567';
-  let bits = 0;
-  let value = 0;
-  let out = '';
-  for (const byte of raw) {
-    value = (value << 8) | byte;
-    bits += 8;
-    while (bits >= 5) {
-      out += alphabet[(value >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-  }
-  return `${out}.onion`;
-}
+/** A well-formed v3 onion address for a system tor's hostname file. */
+const fakeOnion = (): string => onionAddress(createHash('sha256').update(marker()).digest());
 
 function line(lines: StatusJson['lines'], part: string): { mark: string; text: string } {
   const l = lines.find((x) => x.part === part);

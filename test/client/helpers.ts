@@ -1,9 +1,9 @@
 // Runs kzymy-client as a real subprocess (`node --import tsx src/cli/client.ts ...`), the
 // same code path as the installed bin, with its own profile folder.
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
+import { onionAddress } from '../helpers/onion.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '..', '..');
 export const CLIENT_CLI = path.join(ROOT, 'src', 'cli', 'client.ts');
@@ -144,22 +144,7 @@ export async function fakeTor(forwardPort: number): Promise<{ port: number; log:
   };
 }
 
-/**
- * A valid v3 onion name for `pubkey` (32 bytes; random by default), per rend-spec-v3:
- * base32(pubkey || SHA3-256(".onion checksum" || pubkey || 0x03)[:2] || 0x03). Written
- * here on its own (not with src/client/target.ts) so that the test checks the client.
- */
-export function onionAddress(pubkey: Buffer = randomBytes(32)): string {
-  const version = Buffer.from([3]);
-  const checksum = createHash('sha3-256').update('.onion checksum').update(pubkey).update(version).digest().subarray(0, 2);
-  const bytes = Buffer.concat([pubkey, checksum, version]);
-  const alphabet = 'abcdefghijklmnopqrstuvwxyz234567';
-  let bits = '';
-  for (const b of bytes) bits += b.toString(2).padStart(8, '0');
-  let out = '';
-  for (let i = 0; i < bits.length; i += 5) out += alphabet[parseInt(bits.slice(i, i + 5).padEnd(5, '0'), 2)];
-  return `${out}.onion`;
-}
+export { onionAddress };
 
 /** A valid v3 onion name (56 base32 characters with a correct checksum), the same every run. */
 export const FAKE_ONION = onionAddress(Buffer.alloc(32, 0x5a));

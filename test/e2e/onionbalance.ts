@@ -3,36 +3,12 @@
 // a controlled tor of the network. Onionbalance runs with --is-testnet, which sizes its
 // time periods for 20-second votes: start the network with votingInterval 20.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { onionAddress } from '../helpers/onion.js';
 import type { ControlledTor } from './tornet/index.js';
-
-const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
-
-function base32(bytes: Buffer): string {
-  let bits = 0;
-  let value = 0;
-  let out = '';
-  for (const b of bytes) {
-    value = (value << 8) | b;
-    bits += 8;
-    while (bits >= 5) {
-      out += BASE32[(value >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-  }
-  if (bits > 0) out += BASE32[(value << (5 - bits)) & 31];
-  return out;
-}
-
-/** The v3 onion address of an ed25519 public key: base32(pubkey | checksum[0..2] | 3) + ".onion". */
-export function onionAddressOf(publicKey: Buffer): string {
-  const version = Buffer.from([3]);
-  const checksum = createHash('sha3-256').update(Buffer.concat([Buffer.from('.onion checksum'), publicKey, version])).digest().subarray(0, 2);
-  return `${base32(Buffer.concat([publicKey, checksum, version]))}.onion`;
-}
 
 export interface FrontendKey {
   /** PEM (PKCS#8) ed25519 private key, the format Onionbalance reads. */
@@ -46,7 +22,7 @@ export async function makeFrontendKey(dir: string): Promise<FrontendKey> {
   const keyFile = path.join(dir, 'frontend.key');
   await writeFile(keyFile, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
   const raw = Buffer.from(publicKey.export({ format: 'jwk' }).x as string, 'base64url');
-  return { keyFile, address: onionAddressOf(raw) };
+  return { keyFile, address: onionAddress(raw) };
 }
 
 export interface Onionbalance {
