@@ -16,13 +16,14 @@ import { tmpdir, cpus, totalmem } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { makeGpgKey, gpgDecrypt, gpgDecryptPgpMime } from '../test/helpers/gpg.js';
+import { MODES, type Mode } from './lib/modes.js';
 import { startPostfix } from './lib/postfix.js';
 import { setupGpgFilter } from './lib/gpgfilter.js';
 import { buildWarning, kzymyCli, ROOT, serverEntry, startKzymy, writeKzymyConfig, type KzymyInstance, type KzymyOptions } from './lib/kzymy.js';
 import { sendMessage } from './lib/smtp.js';
 import { summariseProfile, type ProfileSummary } from './lib/profile.js';
 import {
-  cleanupAll,
+  runBench,
   cleanUpOnSignals,
   cleanups,
   countFiles,
@@ -103,17 +104,6 @@ const TARGET_VS_POSTFIX = 2.0;
 const TARGET_CIPHER_SHARE = 0.4;
 const TARGET_RSS_MB = 150;
 
-interface Mode {
-  id: string;
-  label: string;
-  sessions: number;
-  perConnection: boolean;
-}
-const MODES: Mode[] = [
-  { id: 's20', label: '20 sessions, one message a connection', sessions: 20, perConnection: false },
-  { id: 's20d', label: '20 sessions, many a connection (`-d`)', sessions: 20, perConnection: true },
-  { id: 's100', label: '100 sessions, one message a connection', sessions: 100, perConnection: false },
-];
 const PAUSE_MODES = MODES.filter((m) => !m.perConnection);
 
 // --- cleanup, whatever happens -------------------------------------------------------------
@@ -791,10 +781,4 @@ ${verdicts.map((v) => v.line).join('\n')}
   return { table, intake, profile };
 }
 
-main()
-  .then(() => cleanupAll())
-  .catch(async (err: unknown) => {
-    console.error(`\nbench failed: ${err instanceof Error ? err.message : String(err)}`);
-    await cleanupAll();
-    process.exitCode = 1;
-  });
+runBench(main);

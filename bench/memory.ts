@@ -21,7 +21,7 @@ import { gpgDecryptPgpMime } from '../test/helpers/gpg.js';
 import { buildWarning, kzymyCli, ROOT, serverEntry, startKzymy, writeKzymyConfig, type KzymyInstance } from './lib/kzymy.js';
 import { sendTransaction, type TransactionResult } from './lib/smtp.js';
 import { makeUsers } from './lib/users.js';
-import { cleanupAll, cleanUpOnSignals, cleanups, countFiles, fmt, loadAverage, now, procComm, procStatusKb, run, writeReportSection } from './lib/util.js';
+import { cleanUpOnSignals, runBench, cleanups, countFiles, fmt, loadAverage, now, procComm, procStatusKb, run, writeReportSection } from './lib/util.js';
 
 const defaults = loadConfig({ env: { PATH: '' } });
 
@@ -285,10 +285,4 @@ async function main(): Promise<void> {
   }
 }
 
-main()
-  .then(() => cleanupAll())
-  .catch(async (err: unknown) => {
-    console.error(`\nbench failed: ${err instanceof Error ? err.message : String(err)}`);
-    await cleanupAll();
-    process.exitCode = 1;
-  });
+runBench(main);

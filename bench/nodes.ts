@@ -19,8 +19,9 @@ import { parseArgs } from 'node:util';
 import { gpgDecryptPgpMime, makeGpgKey } from '../test/helpers/gpg.js';
 import { startCluster } from '../test/helpers/postgres.js';
 import { buildWarning, kzymyCli, ROOT, startKzymy, writeKzymyConfig, type KzymyInstance, type KzymyOptions } from './lib/kzymy.js';
+import { MODES as ALL_MODES, type Mode } from './lib/modes.js';
 import { startPostfix } from './lib/postfix.js';
-import { cleanupAll, cleanUpOnSignals, cleanups, countFiles, fmt, intOption, loadAverage, median, now, run, runOk, sleep, waitUntil, writeReportSection } from './lib/util.js';
+import { cleanUpOnSignals, cleanups, runBench, countFiles, fmt, intOption, loadAverage, median, now, run, runOk, sleep, waitUntil, writeReportSection } from './lib/util.js';
 
 const { values: opt } = parseArgs({
   options: {
@@ -48,16 +49,8 @@ const SMTP_SOURCE = '/usr/sbin/smtp-source';
 const RUN_TIMEOUT_MS = 300_000;
 const SECTION = '## Several nodes: one registry on PostgreSQL, one shared Maildir root';
 
-interface Mode {
-  id: string;
-  label: string;
-  sessions: number;
-  perConnection: boolean;
-}
-const MODES: Mode[] = [
-  { id: 's20', label: '20 sessions, one message a connection', sessions: 20, perConnection: false },
-  { id: 's20d', label: '20 sessions, many a connection (`-d`)', sessions: 20, perConnection: true },
-];
+/** The 20-session shapes of bench/intake.ts (100 sessions split over two nodes adds nothing here). */
+const MODES: Mode[] = ALL_MODES.filter((m) => m.sessions === 20);
 
 type Who = 'postfix' | 'lowdb1' | 'pg1' | 'pg2';
 const NAMES: Record<Who, string> = {
@@ -244,10 +237,4 @@ async function main(): Promise<void> {
   }
 }
 
-main()
-  .then(() => cleanupAll())
-  .catch(async (err: unknown) => {
-    console.error(`\nbench failed: ${err instanceof Error ? err.message : String(err)}`);
-    await cleanupAll();
-    process.exitCode = 1;
-  });
+runBench(main);

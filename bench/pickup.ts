@@ -1,6 +1,9 @@
 // kzymy pickup benchmark: a backlog of waiting 10 KB messages (put there through the real
 // SMTP intake by Postfix's smtp-source) fetched by kzymy-client over loopback (--no-tor)
 // into a Maildir, as it is and with --decrypt; and a small raw HTTP client for reference.
+// Once (mode tor), the same fetch through the private Tor network of test/e2e/tornet: a
+// managed tor publishes the server's web listener as an onion service there, and
+// kzymy-client connects through the network's SOCKS port.
 //
 //   npm run build && npx tsx bench/pickup.ts           # full run, writes docs/benchmarks.md
 //   npx tsx bench/pickup.ts --quick                    # smoke run, writes nothing
@@ -15,7 +18,11 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { MaildirDestination } from '../src/client/maildir-destination.js';
 import { IN_FLIGHT } from '../src/client/fetch.js';
+import { loadConfig } from '../src/config/index.js';
+import { silentLogger } from '../src/config/log.js';
+import { startManagedTor } from '../src/tor/index.js';
 import { gpgDecryptPgpMime } from '../test/helpers/gpg.js';
+import { startTorNetwork } from '../test/e2e/tornet/index.js';
 import { buildWarning, ROOT, startKzymy, type KzymyInstance } from './lib/kzymy.js';
 import { makeUsers } from './lib/users.js';
 import { cleanupAll, intOption, cleanUpOnSignals, cleanups, countFiles, fmt, loadAverage, median, now, run, runOk, sleep, writeReportSection } from './lib/util.js';
@@ -40,7 +47,8 @@ if (opt.help) {
   --reps N       runs of each mode, each on a fresh backlog; the median is reported (default 3)
   --messages N   messages in each backlog (default 2000)
   --quick        defaults of 1 run, 200 messages; writes no report unless --out
-  --modes LIST   only these modes, comma-separated: client,decrypt,raw1,raw8,rawbatch,disk (default all)
+  --modes LIST   only these modes, comma-separated: client,decrypt,raw1,raw8,rawbatch,disk,tor (default all;
+                 tor runs once, through a private Tor network on 127.0.0.1)
   --cpu-prof DIR run the server under --cpu-prof, writing its profile into DIR
   --client-cpu-prof DIR  the same for each kzymy-client run
   --out FILE     where to write the Markdown section (default docs/benchmarks.md)
@@ -52,8 +60,8 @@ const intOpt = (v: string | undefined, full: number, quick: number): number => i
 const REPS = intOpt(opt.reps, 3, 1);
 const N = intOpt(opt.messages, 2000, 200);
 const OUT = opt['no-write'] || (opt.quick && !opt.out) ? null : path.resolve(opt.out ?? path.join(ROOT, 'docs', 'benchmarks.md'));
-const MODES = (opt.modes ?? 'client,decrypt,raw1,raw8,rawbatch,disk').split(',');
-for (const m of MODES) if (!['client', 'decrypt', 'raw1', 'raw8', 'rawbatch', 'disk'].includes(m)) throw new Error(`unknown mode: ${m}`);
+const MODES = (opt.modes ?? 'client,decrypt,raw1,raw8,rawbatch,disk,tor').split(',');
+for (const m of MODES) if (!['client', 'decrypt', 'raw1', 'raw8', 'rawbatch', 'disk', 'tor'].includes(m)) throw new Error(`unknown mode: ${m}`);
 const MSG_BYTES = 10240;
 const DOMAIN = 'kzymy.test';
 const SENDER = 'sender@bench-sender.invalid';
@@ -258,7 +266,17 @@ async function main(): Promise<void> {
   const base = await mkdtemp(path.join(tmpdir(), 'kzymy-bench-pickup-'));
   cleanups.push(() => rm(base, { recursive: true, force: true }));
   log(`pickup bench: ${N} messages of ${MSG_BYTES} bytes a backlog, ${REPS} run(s) a mode; working in ${base}`);
-  const kz = await startKzymy({ base, domain: DOMAIN, greetingDelayMs: 0, logName: 'kzymy.log', nodeFlags: opt['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(opt['cpu-prof'])] : [], smtp: { maxClientsPerAddress: 100 } });
+  // Mode tor: the server follows the hostname file that the bench's managed tor writes.
+  const hostnameFile = path.join(base, 'onion', 'hostname');
+  const kz = await startKzymy({
+    base,
+    domain: DOMAIN,
+    greetingDelayMs: 0,
+    logName: 'kzymy.log',
+    nodeFlags: opt['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(opt['cpu-prof'])] : [],
+    smtp: { maxClientsPerAddress: 100 },
+    config: { tor: { manage: false, hostnameFile } },
+  });
   cleanups.push(() => kz.stop());
   const webPort = await webPortOf(kz);
   const users = await makeUsers(path.join(base, 'users'), kz.configFile, 1);
@@ -279,6 +297,7 @@ async function main(): Promise<void> {
     { mode: 'disk', label: `no network: kzymy-client's Maildir writer alone, ${IN_FLIGHT} files at once`, runs: [] },
     { mode: 'rawbatch', label: `raw HTTP (list, batches of ${RAW_BATCH}: download, acknowledge), 8 in flight`, runs: [] },
   ].filter((r) => MODES.includes(r.mode));
+  const torRow: Row | null = MODES.includes('tor') ? { mode: 'tor', label: 'kzymy-client fetch through the private Tor network, into a Maildir (once)', runs: [] } : null;
   // What a client run costs with nothing to fetch (node start, login, the empty list):
   // the part of each client run that does not grow with the backlog.
   const empty: number[] = [];
@@ -316,6 +335,38 @@ async function main(): Promise<void> {
     }
   }
 
+  let torNote = '';
+  if (torRow) {
+    // A private Tor network on 127.0.0.1 (never the public one), and a managed tor that
+    // publishes the server's web listener there; the server learns the onion from the file.
+    const net = await startTorNetwork({ dir: path.join(base, 'tornet') });
+    cleanups.push(() => net.stop());
+    const torLog = path.join(base, 'bench-tor-rend.log');
+    const torConfig = loadConfig({ env: { KZYMY_DATA_DIR: path.join(base, 'bench-tor'), KZYMY_WEB_PORT: String(webPort), KZYMY_TOR_MANAGE: '1', KZYMY_TOR_HOSTNAME_FILE: hostnameFile, PATH: process.env.PATH ?? '' } });
+    torConfig.tor.extraConfig = net.onionServiceTorrcLines({ logFile: torLog });
+    const tor = await startManagedTor({ config: torConfig, logger: silentLogger });
+    cleanups.push(() => tor.stop());
+    await net.waitForOnion(tor.onionAddress, { serviceLogFile: torLog, timeoutMs: 120_000 });
+    await sleep(6_000); // the server reads the hostname file every 5 s
+    const torProfile = path.join(base, 'client-tor', 'client.json');
+    await mkdir(path.dirname(torProfile), { recursive: true, mode: 0o700 });
+    const proxy = `socks5h://127.0.0.1:${net.socksPort}`;
+    const up = await run(process.execPath, [CLIENT_CLI, '--config', torProfile, '--server', `http://${tor.onionAddress}`, '--username', s.username, '--key', s.fingerprint, '--gnupghome', s.gnupghome, '--proxy', proxy, 'status'], { cwd: ROOT });
+    if (up.code !== 0) throw new Error(`kzymy-client status through Tor failed: ${up.stderr.trim()}`);
+    const bytes = await fillBacklog(s);
+    const dest = path.join(base, `dest-${dests++}`);
+    const seconds = await clientFetch(s, torProfile, dest, ['--no-decrypt']);
+    await checkRun(s, dest, false);
+    await rm(dest, { recursive: true, force: true });
+    torRow.runs.push({ seconds, bytes });
+    rows.push(torRow);
+    log(`  through Tor: ${fmt(N / seconds)} msg/s, ${fmt(bytes / MiB / seconds, 1)} MiB/s (${fmt(seconds, 2)} s)`);
+    torNote =
+      'The Tor row is one run through the private Tor network of `test/e2e/tornet` (3 authorities and 3 relays on 127.0.0.1, a client with a SOCKS port): a managed tor publishes the web listener as an onion service there, and the client fetches through the network\'s SOCKS port, every byte crossing 6 relays of one machine (3 hops each side); it shows what the onion path costs over loopback, not over the Internet.';
+    await tor.stop();
+    await net.stop();
+  }
+
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
   const report = [
     SECTION,
@@ -329,10 +380,11 @@ async function main(): Promise<void> {
           `The same command with nothing waiting (node start, login, the empty list) takes ${fmt(median(empty), 2)} s (median of ${empty.length}); "msg/s past start" divides by the run's seconds less that.`,
         ]
       : []),
+    ...(torNote ? [torNote] : []),
     '',
     '| mode | msg/s | msg/s past start | MiB/s | seconds | runs (msg/s) |',
     '| --- | ---: | ---: | ---: | ---: | --- |',
-    ...rows.map((r) => rowLine(r, r.mode === 'client' || r.mode === 'decrypt' ? median(empty) : null)),
+    ...rows.map((r) => rowLine(r, r.mode === 'client' || r.mode === 'decrypt' || r.mode === 'tor' ? median(empty) : null)),
     '',
   ].join('\n');
   log('');

@@ -25,7 +25,7 @@ import { randomUsername } from '../src/registry/names.js';
 import { postgresBin, startCluster, type Cluster } from '../test/helpers/postgres.js';
 import { buildWarning, ROOT, serverEntry, startKzymy } from './lib/kzymy.js';
 import { fakeArmor, fakeFingerprint, OP_KINDS, type ChildJob, type ChildResult, type OpKind } from './lib/registry-child.js';
-import { cleanupAll, cleanUpOnSignals, cleanups, fmt, loadAverage, now, procStatusKb, run, sleep, writeReportSection } from './lib/util.js';
+import { cleanUpOnSignals, runBench, cleanups, fmt, loadAverage, now, procStatusKb, run, sleep, writeReportSection } from './lib/util.js';
 
 const { values: opt } = parseArgs({
   options: {
@@ -303,10 +303,4 @@ async function main(): Promise<void> {
   }
 }
 
-main()
-  .then(() => cleanupAll())
-  .catch(async (err: unknown) => {
-    console.error(`\nbench failed: ${err instanceof Error ? err.message : String(err)}`);
-    await cleanupAll();
-    process.exitCode = 1;
-  });
+runBench(main);

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import { Registry as LegacyRegistry } from './legacy-registry.js';
+import { Registry as LegacyRegistry, type User as LegacyUser } from './legacy-registry.js';
 import { ROOT } from './kzymy.js';
 
 export interface ChildJob {
@@ -236,19 +236,6 @@ async function importUsers(url: string, file: string): Promise<void> {
   } finally {
     await c.end();
   }
-}
-
-interface LegacyUser {
-  username: string;
-  fingerprint: string;
-  publicKey: string;
-  keyExpiresAt: string | null;
-  createdAt: string;
-  disabled: boolean;
-  catchAll: boolean;
-  aliases: string[];
-  blocked: string[];
-  notices: string[];
 }
 
 // Run as a script (bench/registry.ts imports this module only for its helpers and types).

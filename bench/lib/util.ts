@@ -224,6 +224,17 @@ export async function writeReportSection(file: string, section: string, report: 
   await writeFile(file, doc);
 }
 
+/** Runs a benchmark's main, then the cleanups; on failure, one line, the cleanups, exit code 1. */
+export function runBench(main: () => Promise<void>): void {
+  main()
+    .then(() => cleanupAll())
+    .catch(async (err: unknown) => {
+      console.error(`\nbench failed: ${err instanceof Error ? err.message : String(err)}`);
+      await cleanupAll();
+      process.exitCode = 1;
+    });
+}
+
 /** A positive integer option, else `full` (or `quick` under --quick). */
 export function intOption(v: string | undefined, full: number, quick: number, isQuick: boolean): number {
   if (v === undefined) return isQuick ? quick : full;
