@@ -7,6 +7,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { which } from '../helpers/env.js';
 import { onionAddress } from '../helpers/onion.js';
 import type { ControlledTor } from './tornet/index.js';
 
@@ -47,7 +48,8 @@ export async function startOnionbalance(opts: { dir: string; key: FrontendKey; i
   await writeFile(config, yaml, { mode: 0o600 });
   const logFile = path.join(opts.dir, 'onionbalance.log');
   const out = openSync(logFile, 'a');
-  const child = spawn('onionbalance', ['--is-testnet', '-v', 'info', '-c', config, '-i', '127.0.0.1', '-p', String(opts.tor.controlPort)], {
+  // Debian installs it in /usr/sbin, which a PATH may lack.
+  const child = spawn(which('onionbalance') ?? 'onionbalance', ['--is-testnet', '-v', 'info', '-c', config, '-i', '127.0.0.1', '-p', String(opts.tor.controlPort)], {
     stdio: ['ignore', out, out],
     env: { ...process.env, PYTHONUNBUFFERED: '1' },
   });
