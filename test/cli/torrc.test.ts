@@ -119,4 +119,13 @@ describe('kzymy-server torrc', function () {
         'DataDirectoryGroupReadable 1\nHiddenServiceDirGroupReadable 1\n',
     );
   });
+
+  it('provision.sh --print-torrc with KZYMY_FRONTEND_ONION (one node of several) prints the instance torrc kzymy-server renders', async () => {
+    const frontend = 'cr4dwjmvsvug6zc36pgbvkbkrfqywzeypsdoog6mx3yujvstar5fauid.onion';
+    const { stdout } = await run('bash', [path.join(ROOT, 'scripts', 'provision.sh'), '--print-torrc', ROOT], { cwd: ROOT, env: { ...process.env, KZYMY_FRONTEND_ONION: frontend } });
+    const r = await cli(['torrc', '--appliance', '--hidden-service-dir', '/var/lib/tor/kzymy', '--web-host', '127.0.0.1', '--web-port', '8080', '--onionbalance-frontend', frontend]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(stdout).to.equal(r.stdout);
+    expect(settings(stdout)).to.include('HiddenServiceOnionbalanceInstance 1');
+  });
 });
