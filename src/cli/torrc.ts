@@ -36,7 +36,8 @@ export async function torrcText(opts: TorrcOptions, config: () => Config): Promi
     hiddenServiceDir: opts.hiddenServiceDir ?? path.dirname(config().tor.hostnameFile),
     webHost: opts.webHost ?? config().web.host,
     webPort: opts.webPort ?? config().web.port,
-    onionbalanceFrontend: opts.onionbalanceFrontend ?? config().tor.frontendOnion,
+    // Onion addresses are case-insensitive; tor and the configuration use lower case.
+    onionbalanceFrontend: opts.onionbalanceFrontend?.trim().toLowerCase() ?? config().tor.frontendOnion,
   };
   return (opts.appliance ? applianceTorrc : renderTorrc)(template, values);
 }

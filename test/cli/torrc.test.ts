@@ -74,6 +74,10 @@ describe('kzymy-server torrc', function () {
     expect(fromConfig.code, fromConfig.stderr).to.equal(0);
     expect(settings(fromConfig.stdout)).to.include('HiddenServiceOnionbalanceInstance 1');
 
+    // Any case on the command line, as in the configuration.
+    const upper = await cli(['torrc', '--hidden-service-dir', hsDir, '--web-host', '127.0.0.1', '--web-port', '80', '--onionbalance-frontend', frontend.toUpperCase()]);
+    expect(upper.code, upper.stderr).to.equal(0);
+    expect(upper.stdout).to.include(`frontend ${frontend}:`);
     const bad = await cli(['torrc', '--hidden-service-dir', hsDir, '--web-host', '127.0.0.1', '--web-port', '80', '--onionbalance-frontend', 'example.onion']);
     expect(bad.code).to.equal(1);
     expect(bad.stderr).to.equal('kzymy-server: The Onionbalance frontend "example.onion" is not a v3 onion address (56 base32 characters and ".onion").\n');
