@@ -6,7 +6,7 @@ import type { PublicKey } from 'openpgp';
 import type { User } from '../registry/index.js';
 import { deliveryHeaders, ENCRYPT_SLICE_BYTES, sealMessage, sealStream } from '../pgp/index.js';
 import type { MaildirStore, MessageInfo } from '../maildir/index.js';
-import type { SpaceHold } from './space.js';
+import type { SpaceHold } from './space-hold.js';
 
 export interface Recipient {
   user: User;

@@ -27,7 +27,7 @@ import type { MaildirStore } from '../maildir/index.js';
 import { Copies, type Envelope, type Recipient } from './copies.js';
 import { allOrFirstFailure, fanOut } from './fan-out.js';
 import type { MemoryBudget } from './memory.js';
-import { ciphertextEstimate, type Space, type SpaceHold } from './space.js';
+import { ciphertextEstimate, type Space, type SpaceHold } from './space-hold.js';
 import { reply } from './replies.js';
 import { Spool } from './spool.js';
 

@@ -6,7 +6,7 @@ import { KeyCache, keyStatus, type KeyStatus } from '../pgp/index.js';
 import type { PublicKey } from 'openpgp';
 import type { MaildirStore } from '../maildir/index.js';
 import { reply } from './replies.js';
-import type { Space } from './space.js';
+import type { Space } from './space-hold.js';
 
 /** What the SMTP side reads: the settings, the users, their parsed keys and their Maildirs. */
 export interface SmtpStores {

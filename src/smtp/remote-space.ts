@@ -12,7 +12,7 @@ import { statfs } from 'node:fs/promises';
 import type { Config } from '../config/index.js';
 import type { MaildirStore } from '../maildir/index.js';
 import { reply, SmtpReply } from './replies.js';
-import { FILE_SLACK, type Space, type SpaceHold } from './space.js';
+import { FILE_SLACK, type Space, type SpaceHold } from './space-hold.js';
 
 /** A hold's operation, as the server process applies it to its Reservation. */
 export type HoldOp = 'reserve' | 'beforeWrite' | 'afterWrite' | 'settle';

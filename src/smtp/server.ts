@@ -12,7 +12,8 @@ import type { Recipient } from './copies.js';
 import { deliverMessage, MessageTooBig, transactionId } from './intake.js';
 import { reply, SmtpReply } from './replies.js';
 import { MemoryBudget } from './memory.js';
-import { SpaceLedger, type Space } from './space.js';
+import { SpaceLedger } from './space.js';
+import type { Space } from './space-hold.js';
 import { ReplyCounter } from './counters.js';
 
 export interface SmtpDeps extends SmtpStores {
