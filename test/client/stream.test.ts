@@ -17,8 +17,9 @@ import { sealMessage } from '../../src/pgp/index.js';
 import { armoredPart, armoredStream, crlfToLf } from '../../src/client/decrypt.js';
 import type { Chunks } from '../../src/client/deliver.js';
 import { peekHead } from '../../src/client/envelope.js';
-import { inCI, tempDir } from '../helpers/env.js';
-import { makeGpgKey, requireGpg, run, type TestKey } from '../helpers/gpg.js';
+import { tempDir } from '../helpers/env.js';
+import { makeGpgKey, requireGpg, type TestKey } from '../helpers/gpg.js';
+import { mountTmpfs } from '../helpers/tmpfs.js';
 import { CLIENT_CLI, expectNoStack, ROOT, type ClientRun } from './helpers.js';
 
 const USERNAME = 'streamuserab';
@@ -369,14 +370,8 @@ describe('kzymy-client fetch streams each message (memory bounded, all or nothin
   });
 
   it('a Maildir whose disk fills up midway keeps nothing in tmp/, leaves the message on the server, and says so (exit 75)', async function () {
-    const skip = (why: string): void => {
-      if (inCI) throw new Error(`the full-disk test needs to mount a tmpfs: ${why}`);
-      this.skip();
-    };
-    if (process.getuid?.() !== 0) return skip('not root');
     await mkdir(maildir);
-    const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=4m,mode=0700', 'tmpfs', maildir]);
-    if (mounted.code !== 0) return skip(`mount -t tmpfs failed: ${mounted.stderr.trim()}`);
+    const full = await mountTmpfs(this, '4m', { at: maildir });
     try {
       srv.messages.set('full.1', { listed: 8 * MiB, body: generated(8 * MiB) });
       const r = await fetch(['--maildir', maildir]);
@@ -385,7 +380,7 @@ describe('kzymy-client fetch streams each message (memory bounded, all or nothin
       expectNoStack(r);
       await expectNothingDelivered();
     } finally {
-      await run('umount', [maildir]).then((u) => (u.code === 0 ? u : run('umount', ['-l', maildir])));
+      await full.unmount();
     }
   });
 

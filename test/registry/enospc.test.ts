@@ -2,16 +2,12 @@
 // change is refused with a sentence saying the disk is full, leaves no temporary file
 // and no damage behind, and goes through once there is room again.
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { open, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { openRegistry, RegistryError, type Registry } from '../../src/registry/index.js';
 import type { LowdbRegistry } from '../../src/registry/lowdb.js';
-import { inCI, tempDir } from '../helpers/env.js';
+import { useTmpfs } from '../helpers/tmpfs.js';
 import { key, openFilesUnder, refusal } from './child.js';
-
-const run = promisify(execFile);
 
 /** Writes `file` until the file system is full. */
 async function fill(file: string): Promise<void> {
@@ -39,44 +35,18 @@ async function leftovers(dataDir: string): Promise<string[]> {
 }
 
 describe('registry: a full disk (tmpfs)', function () {
-  let base: string;
-  let cleanup: () => Promise<void>;
-  let mnt: string;
-  let mounted = false;
+  // A sealed journal's handle may stay open a few seconds after close(): the unmount
+  // after the suite then detaches lazily.
+  const tmpfs = useTmpfs('2m');
   let regs: Registry[] = [];
-
-  before(async function () {
-    const skip = (why: string) => {
-      if (inCI) throw new Error(`the full-disk tests need to mount a tmpfs: ${why}`);
-      console.warn(`\n  !!! SKIPPING "${this.test?.parent?.fullTitle() ?? 'full disk'}": ${why} (run as root)\n`);
-      this.skip();
-    };
-    if (process.getuid?.() !== 0) return skip('not root');
-    ({ dir: base, cleanup } = await tempDir());
-    mnt = path.join(base, 'mnt');
-    await run('mkdir', [mnt]);
-    try {
-      await run('mount', ['-t', 'tmpfs', '-o', 'size=2m,mode=0700', 'tmpfs', mnt]);
-      mounted = true;
-    } catch (err) {
-      await cleanup();
-      return skip(`mount -t tmpfs failed: ${(err as Error).message.trim()}`);
-    }
-  });
 
   afterEach(async () => {
     await Promise.all(regs.map((r) => r.close()));
     regs = [];
   });
 
-  after(async () => {
-    // A sealed journal's handle may stay open a few seconds after close(): detach lazily then.
-    if (mounted) await run('umount', [mnt]).catch(() => run('umount', ['-l', mnt]));
-    mounted = false;
-    await cleanup?.();
-  });
-
   it('refuses add and addAlias with "the disk is full", leaves no temporary file or damage, and succeeds once there is room', async () => {
+    const mnt = tmpfs.dir();
     const dataDir = path.join(mnt, 'data');
     const r = await openRegistry({ dataDir });
     regs.push(r);

@@ -5,15 +5,16 @@
 // sessions are open on each worker, a SIGTERM or a kill -9 in the middle of the load.
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
-import { mkdir, readdir, readFile, stat, statfs, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, statfs, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { inCI, requireBinaries, tempDir } from '../helpers/env.js';
+import { requireBinaries } from '../helpers/env.js';
 import { startServer, type RunningServer } from '../helpers/server.js';
 import { makeGpgKey, gpgDecryptPgpMime, type TestKey } from '../helpers/gpg.js';
 import { marker, rawMessage } from '../helpers/mail.js';
 import { sendRaw } from '../helpers/smtp-client.js';
 import { alive } from '../helpers/procs.js';
+import { mountTmpfs } from '../helpers/tmpfs.js';
 
 /** The `smtp-workers` log line: how many, which processes. */
 function workersOf(srv: RunningServer): { workers: number; pids: number[] } {
@@ -168,15 +169,8 @@ describe('SMTP on several worker processes (real server, real sockets)', functio
   });
 
   it('keeps one disk floor for all workers (a real 8 MiB tmpfs)', async function () {
-    if (process.getuid?.() !== 0) {
-      if (inCI) throw new Error('this test mounts a tmpfs and must run as root in CI');
-      console.log('      SKIPPED: mounting a tmpfs needs root');
-      return this.skip();
-    }
-    const holder = await tempDir('kzymy-floor-');
-    const mnt = path.join(holder.dir, 'small');
-    await mkdir(mnt);
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m,mode=0700', 'tmpfs', mnt]);
+    const small = await mountTmpfs(this, '8m', 'kzymy-floor-');
+    const mnt = small.dir;
     const floor = 4 * 1024 * 1024;
     let srv: RunningServer | null = null;
     try {
@@ -198,8 +192,7 @@ describe('SMTP on several worker processes (real server, real sockets)', functio
     } finally {
       await srv?.stop();
       await srv?.cleanup();
-      execFileSync('umount', [mnt]);
-      await holder.cleanup();
+      await small.unmount();
     }
   });
 

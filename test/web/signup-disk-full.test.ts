@@ -2,18 +2,15 @@
 // tmpfs): the answer is 503 with a sentence for the visitor, the signup stays open, and
 // the same code completes it once there is space again.
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { mkdir, readFile, readdir, rm, stat, truncate } from 'node:fs/promises';
-import { promisify } from 'node:util';
+import { readFile, readdir, rm, stat, truncate } from 'node:fs/promises';
 import path from 'node:path';
-import { inCI, requireBinaries, tempDir } from '../helpers/env.js';
+import { requireBinaries } from '../helpers/env.js';
 import { startServer, type RunningServer } from '../helpers/server.js';
 import { makeFreshGpgKey, requireGpg, type TestKey } from '../helpers/gpg.js';
 import { swaks } from '../helpers/swaks.js';
+import { useTmpfs } from '../helpers/tmpfs.js';
 import { api, decryptCode, type TestServer } from './harness.js';
-
-const run = promisify(execFile);
 
 /** Writes zeros into `file` until the file system says it is full. */
 function fill(file: string): void {
@@ -30,36 +27,23 @@ function fill(file: string): void {
 
 describe('web: signup while the registry disk is full', function () {
   this.timeout(180_000);
-  let tmp: { dir: string; cleanup: () => Promise<void> } | null = null;
-  let mnt = '';
-  let mounted = false;
   const servers: RunningServer[] = [];
 
-  before(async function () {
+  before(function () {
     requireGpg(this);
-    requireBinaries(this, 'mount', 'umount', 'swaks', 'openssl');
-    tmp = await tempDir('kzymy-diskfull-');
-    mnt = path.join(tmp.dir, 'small');
-    await mkdir(mnt);
-    try {
-      await run('mount', ['-t', 'tmpfs', '-o', 'size=2m,mode=0700', 'tmpfs', mnt]);
-      mounted = true;
-    } catch (err) {
-      const line = `cannot mount a tmpfs (needs root): ${String((err as { stderr?: string }).stderr ?? err).trim()}`;
-      if (inCI) throw new Error(line);
-      console.warn(`\n  !!! SKIPPING "${this.test?.parent?.fullTitle() ?? 'suite'}": ${line}\n`);
-      this.skip();
-    }
+    requireBinaries(this, 'swaks', 'openssl');
   });
   after(async () => {
     for (const s of servers) await s.cleanup();
-    if (mounted) await run('umount', [mnt]);
-    await tmp?.cleanup();
   });
+  // Declared after the hooks above: mocha runs before and after hooks in the order they
+  // are declared, so the tmpfs is mounted once the binaries are checked and unmounted
+  // once every server on it has stopped.
+  const small = useTmpfs('2m', 'kzymy-diskfull-');
 
   /** A server with its data dir on the small disk, and a signup of a fresh key up to the code. */
   async function pendingSignup(name: string): Promise<{ srv: RunningServer; web: TestServer; dataDir: string; key: TestKey; confirm: Record<string, unknown> }> {
-    const dataDir = path.join(mnt, name);
+    const dataDir = path.join(small.dir(), name);
     const s = await startServer({ config: { dataDir } });
     servers.push(s);
     const web = { base: `http://127.0.0.1:${s.webPort!}`, port: s.webPort! } as TestServer;
@@ -101,7 +85,7 @@ describe('web: signup while the registry disk is full', function () {
 
   it('answers 503 when the key cannot be stored, keeps the signup, and the same code works once there is space', async function () {
     const p = await pendingSignup('data1');
-    const filler = path.join(mnt, 'filler');
+    const filler = path.join(small.dir(), 'filler');
     fill(filler);
     expectNotSaved(await api(p.web, 'POST', '/api/v1/signup/confirm', p.confirm));
     // Nothing half-written was left in the registry.
@@ -116,7 +100,7 @@ describe('web: signup while the registry disk is full', function () {
     const p = await pendingSignup('data2');
     const journal = path.join(p.dataDir, 'registry', 'journal.1');
     expect((await stat(journal)).size, 'a fresh registry: an empty journal').to.equal(0);
-    const filler = path.join(mnt, 'filler');
+    const filler = path.join(small.dir(), 'filler');
     fill(filler);
     // Room for one page: the key file takes it, and the journal's first record finds none.
     await truncate(filler, (await stat(filler)).size - 4096);
