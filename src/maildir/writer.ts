@@ -99,13 +99,18 @@ async function writeContent(fh: FileHandle, content: MessageContent, opts: Write
     afterWrite?.(content.byteLength);
     return content.byteLength;
   }
-  // pipeline destroys the source on any error; writeAhead keeps up to 1 MiB of writes in
-  // flight while the next chunks are made, and ends them all before it throws.
+  // writeAhead keeps up to 1 MiB of writes in flight while the next chunks are made, and ends
+  // them all before it throws. Its loop closes the source on any error (for await ... of
+  // returns the iterator; a Readable's iterator destroys the stream). With a signal, pipeline
+  // also destroys the source the moment the signal aborts, while it waits for a chunk; without
+  // one, pipeline would only add the AbortController it makes and aborts at every end.
+  const hooks = { check, beforeWrite, afterWrite, wipe: opts.wipe };
+  if (!signal) return writeAhead(fh, content as AsyncIterable<Uint8Array | string>, hooks);
   let size = 0;
   const sink = async (source: AsyncIterable<Uint8Array | string>): Promise<void> => {
-    size = await writeAhead(fh, source, { check, beforeWrite, afterWrite, wipe: opts.wipe });
+    size = await writeAhead(fh, source, hooks);
   };
-  await (signal ? pipeline(content, sink, { signal }) : pipeline(content, sink));
+  await pipeline(content, sink, { signal });
   return size;
 }
 
