@@ -115,6 +115,33 @@ describe('maildir: writeMessage', () => {
     expect(await ls('new')).to.deep.equal([]);
   });
 
+  it('closes a streamed source the write gave up on, and stores nothing of a stream cut short', async () => {
+    // The copy fails on its second chunk (no room): the generator is closed, the stream destroyed.
+    let closed = false;
+    async function* endless(): AsyncGenerator<Buffer> {
+      try {
+        for (;;) yield Buffer.alloc(300_000, 3);
+      } finally {
+        closed = true;
+      }
+    }
+    let n = 0;
+    const noRoom = { beforeWrite: () => { if (++n === 2) throw new Error('no room'); } };
+    expect(await writeMessage(folder, endless(), noRoom).then(() => null, (e: unknown) => (e as Error).message)).to.equal('no room');
+    expect(closed).to.equal(true);
+    n = 0;
+    const stream = Readable.from(endless());
+    expect(await writeMessage(folder, stream, noRoom).then(() => null, (e: unknown) => (e as Error).message)).to.equal('no room');
+    expect(stream.destroyed).to.equal(true);
+    // A stream destroyed before its end, without an error: a premature close, not a short message.
+    const cut = new Readable({ read() {} });
+    cut.push(Buffer.alloc(1000, 4));
+    setTimeout(() => cut.destroy(), 20);
+    expect(await writeMessage(folder, cut).then(() => null, (e: unknown) => (e as NodeJS.ErrnoException).code)).to.equal('ERR_STREAM_PREMATURE_CLOSE');
+    expect(await ls('tmp')).to.deep.equal([]);
+    expect(await ls('new')).to.deep.equal([]);
+  });
+
   it('an aborted signal stops the delivery before the rename, nothing left', async () => {
     const ac = new AbortController();
     const p = writeMessage(folder, Buffer.from('late'), { signal: ac.signal, beforeRename: () => ac.abort(new Error('stopped')) });
