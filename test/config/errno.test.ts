@@ -20,13 +20,15 @@ describe('config: errno sentences', function () {
     const { dir, cleanup } = await tempDir('kzymy-errno-');
     try {
       await writeFile(path.join(dir, 'file'), 'x');
-      const cases: [Promise<unknown>, string][] = [
-        [open(path.join(dir, 'file', 'below')), `Cannot open ${path.join(dir, 'file', 'below')}: a part of the path is not a folder.`],
-        [open(path.join(dir, 'missing')), `Cannot open ${path.join(dir, 'missing')}: it does not exist.`],
-        [mkdir(path.join(dir, 'file')), `Cannot create the folder ${path.join(dir, 'file')}: something of that name already exists.`],
-        [open(dir, 'w'), `Cannot open ${dir}: it is a folder, not a file.`],
+      // Each call is made when its case runs: made all at once, the later ones would reject
+      // before anything awaits them (an unhandled rejection, handled late).
+      const cases: [() => Promise<unknown>, string][] = [
+        [() => open(path.join(dir, 'file', 'below')), `Cannot open ${path.join(dir, 'file', 'below')}: a part of the path is not a folder.`],
+        [() => open(path.join(dir, 'missing')), `Cannot open ${path.join(dir, 'missing')}: it does not exist.`],
+        [() => mkdir(path.join(dir, 'file')), `Cannot create the folder ${path.join(dir, 'file')}: something of that name already exists.`],
+        [() => open(dir, 'w'), `Cannot open ${dir}: it is a folder, not a file.`],
       ];
-      for (const [p, sentence] of cases) expect(systemErrorSentence(await caught(p))).to.equal(sentence);
+      for (const [call, sentence] of cases) expect(systemErrorSentence(await caught(call()))).to.equal(sentence);
     } finally {
       await cleanup();
     }
