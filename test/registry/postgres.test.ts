@@ -59,6 +59,16 @@ describeEngines(
       expect(r.location).not.to.include('hunter2');
     });
 
+    it('words a real refusal of the server by its code, and never quotes the server', async () => {
+      // PostgreSQL refuses the connection itself (3D000): the driver's own DatabaseError.
+      const url = e.store.url!.replace(`/${e.database}`, `/${e.database}_missing`);
+      const err = await refusal(openRegistry({ ...e.store, url }));
+      expect(err.code).to.equal('write-failed');
+      expect(err.message).to.include('(that database does not exist)');
+      expect(err.message).not.to.include(`"${e.database}_missing"`);
+      expect((err as Error & { cause?: unknown }).cause).to.be.instanceOf(pg.DatabaseError);
+    });
+
     it("sees another process's changes without being asked (NOTIFY), still sees them with its listening connection cut, and listens again", async () => {
       const me = await e.open({ follow: true });
       const seed = await me.add(key('F0110'));
