@@ -1,7 +1,9 @@
 // Each user's Maildir usage (messages, bytes, the oldest) as this process knows it: read from
 // the folders at most every ttlMs, and kept current meanwhile by every change the store makes
 // (or hears of from another process of the server). A change made while a scan reads the
-// folders is reconciled by base name when the scan ends, never lost nor counted twice.
+// folders is reconciled by base name when the scan ends, and the base names counted are kept,
+// so a report that arrives after a scan already saw its change (another process's report is
+// sent after its rename or unlink, and may be read after a scan) is not counted twice.
 import type { Usage } from './errors.js';
 import { baseOf } from './names.js';
 
@@ -18,6 +20,8 @@ interface UsageCache {
   bytes: number;
   oldest: number | null;
   scannedAt: number;
+  /** The base names counted: what makes a report idempotent (about 100 bytes a message). */
+  names: Set<string>;
 }
 
 /**
@@ -67,7 +71,8 @@ export class UsageTracker {
       scan.removed.delete(baseOf(id));
     }
     const c = this.cache.get(user);
-    if (!c) return;
+    if (!c || c.names.has(baseOf(id))) return;
+    c.names.add(baseOf(id));
     c.count++;
     c.bytes += size;
     if (c.oldest === null || receivedAt < c.oldest) c.oldest = receivedAt;
@@ -80,13 +85,13 @@ export class UsageTracker {
       scan.added.delete(baseOf(id));
     }
     const c = this.cache.get(user);
-    if (!c) return;
+    if (!c || !c.names.delete(baseOf(id))) return;
     if (c.oldest !== null && receivedAt <= c.oldest) {
       // The next oldest is unknown without reading the folders: rescan on next usage().
       this.cache.delete(user);
       return;
     }
-    c.count = Math.max(0, c.count - 1);
+    c.count--;
     c.bytes = Math.max(0, c.bytes - size);
   }
 
@@ -102,7 +107,7 @@ export class UsageTracker {
         for (const e of await this.scan(user)) byBase.set(baseOf(e.id), e);
         for (const [base, e] of state.added) byBase.set(base, e);
         for (const base of state.removed) byBase.delete(base);
-        const cache: UsageCache = { count: 0, bytes: 0, oldest: null, scannedAt };
+        const cache: UsageCache = { count: 0, bytes: 0, oldest: null, scannedAt, names: new Set(byBase.keys()) };
         for (const e of byBase.values()) {
           cache.count++;
           cache.bytes += e.size;

@@ -371,6 +371,29 @@ describe('MaildirStore', () => {
       expect(truth).to.include({ count: 610, bytes: 10 * 3 + 1000 + 100 });
       expect(await mine.usage('alice')).to.deep.equal(truth); // the cached figure
     });
+
+    it("counts another process's report once when it arrives after a scan already saw the change", async () => {
+      // An SMTP worker renames (or unlinks) first and reports after; the server process may
+      // scan in between, after a worker died, and then hear the report.
+      const mine = new MaildirStore(root);
+      const worker = new MaildirStore(root);
+      const kept = await mine.deliver('alice', Buffer.alloc(7));
+      const a = await worker.deliver('alice', Buffer.alloc(10));
+      const b = await worker.deliver('alice', Buffer.alloc(20));
+      mine.forgetUsage('alice');
+      expect(await mine.usage('alice')).to.include({ count: 3, bytes: 37 }); // the scan sees a and b
+      mine.noteChange({ kind: 'added', user: 'alice', id: a.id, size: a.size, receivedAt: a.receivedAt.getTime() });
+      mine.noteChange({ kind: 'added', user: 'alice', id: a.id, size: a.size, receivedAt: a.receivedAt.getTime() });
+      expect(await mine.usage('alice')).to.include({ count: 3, bytes: 37 });
+      await worker.remove('alice', b.id);
+      mine.forgetUsage('alice');
+      expect(await mine.usage('alice')).to.include({ count: 2, bytes: 17 }); // the scan misses b
+      mine.noteChange({ kind: 'removed', user: 'alice', id: b.id, size: b.size, receivedAt: b.receivedAt.getTime() });
+      expect(await mine.usage('alice')).to.include({ count: 2, bytes: 17 });
+      // A message moved to cur/ with flags is the same message.
+      mine.noteChange({ kind: 'added', user: 'alice', id: `${kept.id}:2,S`, size: kept.size, receivedAt: kept.receivedAt.getTime() });
+      expect(await mine.usage('alice')).to.deep.equal(await new MaildirStore(root).usage('alice'));
+    });
   });
 
   describe('users, cleanTmp, purge', () => {
