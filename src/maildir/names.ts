@@ -51,11 +51,22 @@ export const HOST = encodeHostname(hostname());
 let counter = 0;
 
 /**
+ * Now in ms since the epoch by the wall clock, with a sub-millisecond part for the name's
+ * microseconds. Not performance.timeOrigin + performance.now(): that runs on the monotonic
+ * clock from the process's start, and drifts from the wall clock whenever the system clock is
+ * stepped or slewed (seconds within minutes on a virtual machine), while receipt times drive
+ * retention and must be the wall clock's.
+ */
+export function wallClockMs(): number {
+  return Date.now() + (performance.now() % 1);
+}
+
+/**
  * `SECONDS.M<usec>P<pid>Q<counter>R<random hex>.<hostname>` (maildir(5) "modern" form).
  * The per-process counter alone makes names unique within this process; pid, time and
  * 64 random bits make them unique across processes and restarts.
  */
-export function uniqueName(nowMs: number = performance.timeOrigin + performance.now()): string {
+export function uniqueName(nowMs: number = wallClockMs()): string {
   const seconds = Math.floor(nowMs / 1000);
   const usec = Math.floor((nowMs - seconds * 1000) * 1000);
   counter = (counter + 1) % Number.MAX_SAFE_INTEGER;

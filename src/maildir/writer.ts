@@ -8,7 +8,7 @@ import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { nameWithSize, timeFromName, uniqueName } from './names.js';
+import { nameWithSize, timeFromName, uniqueName, wallClockMs } from './names.js';
 import { writeAhead, type WriteHooks } from './write-ahead.js';
 
 const FILE_MODE = 0o600;
@@ -121,7 +121,7 @@ async function writeContent(fh: FileHandle, content: MessageContent, opts: Write
  */
 export async function writeMessage(folder: MaildirFolder, content: MessageContent, opts: WriteOptions = {}): Promise<Written> {
   const { signal } = opts;
-  const receivedAtMs = performance.timeOrigin + performance.now();
+  const receivedAtMs = wallClockMs();
   const unique = uniqueName(receivedAtMs);
   const tmpPath = path.join(folder.dir, 'tmp', unique);
   const fh = await openTmp(tmpPath, opts.remake);
