@@ -65,27 +65,29 @@ export class UsageTracker {
   }
 
   added(user: string, id: string, size: number, receivedAt: number): void {
+    const base = baseOf(id);
     const scan = this.scans.get(user);
     if (scan) {
-      scan.added.set(baseOf(id), { size, receivedAt });
-      scan.removed.delete(baseOf(id));
+      scan.added.set(base, { size, receivedAt });
+      scan.removed.delete(base);
     }
     const c = this.cache.get(user);
-    if (!c || c.names.has(baseOf(id))) return;
-    c.names.add(baseOf(id));
+    if (!c || c.names.has(base)) return;
+    c.names.add(base);
     c.count++;
     c.bytes += size;
     if (c.oldest === null || receivedAt < c.oldest) c.oldest = receivedAt;
   }
 
   removed(user: string, id: string, size: number, receivedAt: number): void {
+    const base = baseOf(id);
     const scan = this.scans.get(user);
     if (scan) {
-      scan.removed.add(baseOf(id));
-      scan.added.delete(baseOf(id));
+      scan.removed.add(base);
+      scan.added.delete(base);
     }
     const c = this.cache.get(user);
-    if (!c || !c.names.delete(baseOf(id))) return;
+    if (!c || !c.names.delete(base)) return;
     if (c.oldest !== null && receivedAt <= c.oldest) {
       // The next oldest is unknown without reading the folders: rescan on next usage().
       this.cache.delete(user);

@@ -1,4 +1,4 @@
-// Shared test environment helpers: temporary folders and required system binaries.
+// Shared test environment helpers: temporary folders, required system binaries, a stepped clock.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { accessSync, constants } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -49,4 +49,21 @@ export function requireBinaries(ctx: Mocha.Context, ...names: string[]): void {
 export async function tempDir(prefix = 'kzymy-test-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(path.join(tmpdir(), prefix));
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * Runs `fn` with Date.now() moved `stepMs` ahead, as an NTP step of the system clock would
+ * move it, and gives `fn` the true time plus the step. MOCK, for a fault a test cannot cause
+ * for real (stepping the machine's clock would disturb everything else on it); the monotonic
+ * clock (performance.now()) does not move.
+ */
+export async function withClockStepped<T>(stepMs: number, fn: (steppedNow: () => number) => T | Promise<T>): Promise<T> {
+  const realNow = Date.now;
+  const steppedNow = () => realNow() + stepMs;
+  Date.now = steppedNow;
+  try {
+    return await fn(steppedNow);
+  } finally {
+    Date.now = realNow;
+  }
 }

@@ -1,10 +1,6 @@
 // Unit tests for maildir(5) unique names and id checks (kzymy's own Maildir code).
 import { expect } from 'chai';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import {
-  DirSyncer,
   encodeHostname,
   isValidId,
   isValidUsername,
@@ -12,8 +8,8 @@ import {
   sizeFromName,
   timeFromName,
   uniqueName,
-  writeMessage,
 } from '../../src/maildir/index.js';
+import { withClockStepped } from '../helpers/env.js';
 
 describe('maildir names', () => {
   it('makes SECONDS.M<usec>P<pid>Q<counter>R<hex>.<host> names', () => {
@@ -28,27 +24,11 @@ describe('maildir names', () => {
   });
 
   it('takes the time from the wall clock, also after the system clock was stepped', async () => {
-    // MOCK (a fault the test cannot cause for real: stepping the machine's clock would disturb
-    // everything else running on it): Date.now() is moved an hour ahead, as an NTP step would.
-    // The monotonic clock (performance.now()) does not move, and names must not follow it.
-    const realNow = Date.now;
-    const step = 3_600_000;
-    Date.now = () => realNow() + step;
-    const dir = await mkdtemp(path.join(tmpdir(), 'kzymy-names-'));
-    try {
-      for (const sub of ['tmp', 'new']) await mkdir(path.join(dir, sub));
-      const before = realNow() + step;
-      const name = uniqueName();
-      const newDir = new DirSyncer(path.join(dir, 'new'));
-      const written = await writeMessage({ dir, syncNew: () => newDir.sync() }, Buffer.from('x'));
-      const after = realNow() + step;
-      expect(timeFromName(name)).to.be.within(before, after);
-      expect(written.receivedAt).to.be.within(before, after);
-      expect(timeFromName(written.name)).to.equal(written.receivedAt);
-    } finally {
-      Date.now = realNow;
-      await rm(dir, { recursive: true, force: true });
-    }
+    // The monotonic clock (performance.now()) does not move with the step; names must not follow it.
+    await withClockStepped(3_600_000, (now) => {
+      const before = now();
+      expect(timeFromName(uniqueName())).to.be.within(before, now());
+    });
   });
 
   it('never repeats a name within a process', () => {

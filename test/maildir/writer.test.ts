@@ -11,7 +11,7 @@ import { Readable } from 'node:stream';
 import { DirSyncer } from '../../src/maildir/dirsync.js';
 import { writeMessage, type MaildirFolder } from '../../src/maildir/writer.js';
 import { sizeFromName, timeFromName } from '../../src/maildir/names.js';
-import { tempDir } from '../helpers/env.js';
+import { tempDir, withClockStepped } from '../helpers/env.js';
 
 describe('maildir: writeMessage', () => {
   let tmp: { dir: string; cleanup: () => Promise<void> };
@@ -27,6 +27,15 @@ describe('maildir: writeMessage', () => {
   });
 
   const ls = (sub: string) => readdir(path.join(tmp.dir, sub));
+
+  it('dates the message by the wall clock, also after the system clock was stepped', async () => {
+    await withClockStepped(3_600_000, async (now) => {
+      const before = now();
+      const w = await writeMessage(folder, Buffer.from('x'));
+      expect(w.receivedAt).to.be.within(before, now());
+      expect(timeFromName(w.name)).to.equal(w.receivedAt);
+    });
+  });
 
   it('puts the exact bytes, whole or streamed, under NAME,S=SIZE in new/ (0600), nothing in tmp/', async () => {
     const whole = randomBytes(70_000);
